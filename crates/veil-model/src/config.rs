@@ -1,0 +1,245 @@
+//! `ProxyConfig`: everything one proxy needs to run, and nothing else.
+//!
+//! The control plane computes it (see `crate::build`), serialises it as JSON
+//! and streams it to the proxy; the proxy never reads Istio resources itself.
+
+use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
+
+/// The effective mutual-TLS mode of an inbound port, after Istio's
+/// `PeerAuthentication` resolution (never `UNSET` here).
+///
+/// Follows `security.istio.io/v1` `PeerAuthentication.MutualTLS.Mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum MtlsMode {
+    /// Only plaintext is accepted.
+    Disable,
+    /// Mesh mTLS and plaintext are both accepted, told apart by the first bytes.
+    Permissive,
+    /// Only mesh mTLS (client certificate from the mesh CA, ALPN `istio*`).
+    Strict,
+}
+
+impl std::fmt::Display for MtlsMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            MtlsMode::Disable => "DISABLE",
+            MtlsMode::Permissive => "PERMISSIVE",
+            MtlsMode::Strict => "STRICT",
+        })
+    }
+}
+
+/// The application protocol of a port, from `appProtocol`, else the port
+/// name prefix (`http-web`, `tcp-db`, `mysql`), else the well-known port.
+///
+/// Follows <https://istio.io/latest/docs/ops/configuration/traffic-management/protocol-selection/>.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Http,
+    Http2,
+    Grpc,
+    /// Opaque TCP, declared.
+    Tcp,
+    /// Application TLS, passed through.
+    Tls,
+    /// MySQL: server-first.
+    Mysql,
+    /// Nothing declared: sniff the first bytes (with a short timeout so that
+    /// server-first clients are not stalled).
+    Unknown,
+}
+
+impl Protocol {
+    /// True when the inbound must connect the application without waiting
+    /// for client bytes: every declared non-HTTP protocol.
+    pub fn is_declared_opaque(self) -> bool {
+        matches!(self, Protocol::Tcp | Protocol::Tls | Protocol::Mysql)
+    }
+    /// True for HTTP-family protocols.
+    pub fn is_http(self) -> bool {
+        matches!(self, Protocol::Http | Protocol::Http2 | Protocol::Grpc)
+    }
+}
+
+/// What kind of proxy this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProxyKind {
+    Sidecar,
+    Gateway,
+}
+
+/// The whole configuration of one proxy, versioned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProxyConfig {
+    /// Increases with every change the control plane pushes.
+    pub version: u64,
+    pub node: Node,
+    pub inbound: Inbound,
+    pub outbound: Outbound,
+    /// Present only for gateways.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayConfig>,
+}
+
+/// Who the proxy is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub kind: ProxyKind,
+    /// Pod name.
+    pub pod: String,
+    pub namespace: String,
+    pub service_account: String,
+    /// `spiffe://<trust-domain>/ns/<ns>/sa/<sa>`.
+    pub spiffe_id: String,
+    pub ip: IpAddr,
+}
+
+/// How inbound connections (captured on 15006) are treated.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Inbound {
+    /// Mode for ports not listed in `ports`.
+    pub mode: MtlsMode,
+    /// Per workload (target) port settings.
+    pub ports: Vec<InboundPort>,
+    /// How long a PERMISSIVE port with an undeclared protocol waits for the
+    /// client's first bytes before it treats the client as a plaintext
+    /// server-first client, in milliseconds.
+    pub sniff_timeout_ms: u64,
+}
+
+impl Inbound {
+    /// The mode and protocol for a workload port.
+    pub fn port(&self, port: u16) -> (MtlsMode, Protocol) {
+        self.ports
+            .iter()
+            .find(|p| p.port == port)
+            .map(|p| (p.mode, p.protocol))
+            .unwrap_or((self.mode, well_known_protocol(port)))
+    }
+}
+
+/// Ports Istio treats as TCP (server-first) without any declaration.
+pub fn well_known_protocol(port: u16) -> Protocol {
+    match port {
+        3306 => Protocol::Mysql,
+        25 | 53 | 27017 => Protocol::Tcp,
+        _ => Protocol::Unknown,
+    }
+}
+
+/// One workload port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InboundPort {
+    /// Workload (container/target) port.
+    pub port: u16,
+    pub mode: MtlsMode,
+    pub protocol: Protocol,
+}
+
+/// Where captured outbound connections (15001) go.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Outbound {
+    pub services: Vec<OutboundService>,
+}
+
+impl Outbound {
+    /// The service an original destination belongs to: by ClusterIP and
+    /// Service port, or by endpoint IP and target port.
+    pub fn lookup(&self, ip: IpAddr, port: u16) -> Option<(&OutboundService, Option<&Endpoint>)> {
+        if let Some(s) = self
+            .services
+            .iter()
+            .find(|s| s.cluster_ip == Some(ip) && s.port == port)
+        {
+            return Some((s, None));
+        }
+        self.services.iter().find_map(|s| {
+            s.endpoints
+                .iter()
+                .find(|e| e.ip == ip && e.port == port)
+                .map(|e| (s, Some(e)))
+        })
+    }
+}
+
+/// One Service port as seen by clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct OutboundService {
+    /// `name.namespace.svc.cluster.local`.
+    pub hostname: String,
+    pub cluster_ip: Option<IpAddr>,
+    /// Service port.
+    pub port: u16,
+    pub protocol: Protocol,
+    pub endpoints: Vec<Endpoint>,
+}
+
+/// One backend of a Service port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Endpoint {
+    pub ip: IpAddr,
+    /// Target (workload) port.
+    pub port: u16,
+    pub pod: String,
+    pub tls: UpstreamTls,
+}
+
+/// How the client side talks to an endpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum UpstreamTls {
+    /// Plain bytes (endpoint has no sidecar, or DestinationRule `DISABLE`,
+    /// or the server's mode is DISABLE under auto-mTLS).
+    Disable,
+    /// Mesh mTLS, ALPN `istio`; the server must present one of
+    /// `identities` (SPIFFE IDs).
+    IstioMutual {
+        identities: Vec<String>,
+        /// SNI to send, e.g. `outbound_.3306_._.mysql-server.pii-demo.svc.cluster.local`.
+        sni: String,
+    },
+}
+
+/// The servers of a gateway proxy.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    pub listeners: Vec<GatewayListener>,
+}
+
+/// One port a gateway listens on (the gateway Service's target port).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayListener {
+    pub port: u16,
+    pub protocol: Protocol,
+    /// HTTP routes, first match wins (for HTTP listeners).
+    #[serde(default)]
+    pub http_routes: Vec<HttpRoute>,
+    /// Destination of TCP listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_route: Option<RouteDestination>,
+}
+
+/// One `VirtualService` HTTP route bound to a gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRoute {
+    /// Host names the route serves (`*` for any); compared with the `Host`
+    /// header without port.
+    pub hosts: Vec<String>,
+    /// URI prefix the request path must start with (`/` for all).
+    pub uri_prefix: String,
+    pub destination: RouteDestination,
+    /// `namespace/name` of the VirtualService it came from.
+    pub source: String,
+}
+
+/// Where a route sends traffic: a Service host name and port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteDestination {
+    /// FQDN, `name.namespace.svc.cluster.local`.
+    pub host: String,
+    pub port: u16,
+}
