@@ -5,8 +5,14 @@
 //! resources and ships its output, `veil-proxy` executes the output.
 #![forbid(unsafe_code)]
 
+pub mod authn;
+pub mod build;
 pub mod config;
 pub mod record;
+pub mod registry;
+pub mod routes;
 
+pub use build::{MeshInput, MeshSettings};
 pub use config::*;
 pub use record::ConnectionRecord;
+pub use registry::{Pod, Registry, Service};
