@@ -8,6 +8,7 @@
 pub mod authn;
 pub mod build;
 pub mod config;
+pub mod from_api;
 pub mod record;
 pub mod registry;
 pub mod routes;

@@ -1,0 +1,299 @@
+//! From Istio/Kubernetes resources (`veil_api::Snapshot`) to the model's
+//! reduced inputs: planned pods (with the sidecar-injection decision),
+//! Services, effective-policy inputs and gateway routes.
+//!
+//! Injection follows Istio's default webhook: namespace label
+//! `istio-injection=enabled`, or the pod's `sidecar.istio.io/inject: "true"`
+//! (annotation or label); `sidecar.istio.io/inject: "false"` and namespace
+//! `istio-injection=disabled` win over both.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use veil_api::{LegacyMtlsMode, Snapshot, TargetPort as ApiTargetPort};
+
+use crate::authn::PeerAuthn;
+use crate::config::{MtlsMode, Protocol};
+use crate::registry::{parse_protocol, ContainerPort, Labels, Service, ServicePort, TargetPort};
+use crate::routes::{GatewayServer, VsHttpRoute, VsTcpRoute};
+
+/// Labels of the ingress gateway Istio installs (`istio: ingressgateway`).
+pub const INGRESS_GATEWAY_LABEL: (&str, &str) = ("istio", "ingressgateway");
+
+/// A pod to be started, before it has an address.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedPod {
+    pub name: String,
+    /// Deployment/StatefulSet/Pod it belongs to.
+    pub workload: String,
+    pub namespace: String,
+    pub labels: Labels,
+    pub service_account: String,
+    pub sidecar: bool,
+    pub gateway: bool,
+    pub ports: Vec<ContainerPort>,
+    /// Container env (`value` entries only), first container first.
+    pub env: BTreeMap<String, String>,
+}
+
+fn inject_value(annotations: &Labels, labels: &Labels) -> Option<bool> {
+    let v = annotations.get("sidecar.istio.io/inject").or_else(|| labels.get("sidecar.istio.io/inject"))?;
+    Some(v == "true")
+}
+
+/// Whether a pod in `namespace` with these labels/annotations gets a sidecar.
+pub fn injected(snapshot: &Snapshot, namespace: &str, labels: &Labels, annotations: &Labels) -> bool {
+    let ns_label = snapshot
+        .namespaces
+        .iter()
+        .find(|n| n.meta.name == namespace)
+        .and_then(|n| n.meta.labels.get("istio-injection").cloned());
+    if ns_label.as_deref() == Some("disabled") {
+        return false;
+    }
+    match inject_value(annotations, labels) {
+        Some(v) => v,
+        None => ns_label.as_deref() == Some("enabled"),
+    }
+}
+
+/// Every pod the snapshot's workloads ask for, plus one ingress gateway pod
+/// (`istio-system/istio-ingressgateway`) when a Gateway selects
+/// `istio: ingressgateway` and no workload carries that label.
+pub fn planned_pods(snapshot: &Snapshot) -> Vec<PlannedPod> {
+    let mut pods = Vec::new();
+    for w in snapshot.workloads() {
+        let ports: Vec<ContainerPort> = w
+            .containers
+            .iter()
+            .flat_map(|c| c.ports.iter())
+            .filter_map(|p| Some(ContainerPort { port: u16::try_from(p.container_port).ok()?, name: p.name.clone() }))
+            .collect();
+        let env: BTreeMap<String, String> = w
+            .containers
+            .iter()
+            .flat_map(|c| c.env.iter())
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect();
+        let sidecar = injected(snapshot, &w.namespace, &w.pod_labels, &w.pod_annotations);
+        let replicas = w.replicas.clamp(0, 16);
+        for i in 0..replicas {
+            let name = if replicas == 1 { w.name.clone() } else { format!("{}-{i}", w.name) };
+            pods.push(PlannedPod {
+                name,
+                workload: w.name.clone(),
+                namespace: w.namespace.clone(),
+                labels: w.pod_labels.clone(),
+                service_account: w.service_account.clone(),
+                sidecar,
+                gateway: false,
+                ports: ports.clone(),
+                env: env.clone(),
+            });
+        }
+    }
+    let (k, v) = INGRESS_GATEWAY_LABEL;
+    let wants_ingress = snapshot.gateways.iter().any(|g| g.spec.selector.get(k).map(String::as_str) == Some(v));
+    let has_ingress = pods.iter().any(|p| p.labels.get(k).map(String::as_str) == Some(v));
+    if wants_ingress && !has_ingress {
+        pods.push(PlannedPod {
+            name: "istio-ingressgateway".into(),
+            workload: "istio-ingressgateway".into(),
+            namespace: "istio-system".into(),
+            labels: [(k.to_string(), v.to_string()), ("app".to_string(), "istio-ingressgateway".to_string())].into(),
+            service_account: "istio-ingressgateway-service-account".into(),
+            sidecar: false,
+            gateway: true,
+            ports: Vec::new(),
+            env: BTreeMap::new(),
+        });
+    }
+    pods
+}
+
+/// The Services of the snapshot; `cluster_ip` gives each non-headless
+/// Service its virtual address (`namespace`, `name`) → IP.
+pub fn services(snapshot: &Snapshot, cluster_ip: &dyn Fn(&str, &str) -> Option<IpAddr>) -> Vec<Service> {
+    snapshot
+        .services
+        .iter()
+        .map(|s| {
+            let ns = s.namespace_or_default().to_string();
+            let name = s.meta.name.clone();
+            Service {
+                cluster_ip: if s.spec.is_headless() { None } else { cluster_ip(&ns, &name) },
+                selector: s.spec.selector.clone(),
+                ports: s
+                    .spec
+                    .ports
+                    .iter()
+                    .filter_map(|p| {
+                        Some(ServicePort {
+                            name: p.name.clone(),
+                            port: u16::try_from(p.port).ok()?,
+                            target_port: match p.target() {
+                                ApiTargetPort::Number(n) => TargetPort::Number(u16::try_from(n).ok()?),
+                                ApiTargetPort::Name(n) => TargetPort::Name(n),
+                            },
+                            app_protocol: p.app_protocol.clone(),
+                        })
+                    })
+                    .collect(),
+                name,
+                namespace: ns,
+            }
+        })
+        .collect()
+}
+
+fn mode(m: veil_api::MtlsMode) -> Option<MtlsMode> {
+    match m {
+        veil_api::MtlsMode::Unset => None,
+        veil_api::MtlsMode::Disable => Some(MtlsMode::Disable),
+        veil_api::MtlsMode::Permissive => Some(MtlsMode::Permissive),
+        veil_api::MtlsMode::Strict => Some(MtlsMode::Strict),
+    }
+}
+
+/// `PeerAuthentication`s, plus the legacy v1alpha1 `MeshPolicy default`
+/// (as a root-namespace policy) and namespace-wide `Policy` (no targets).
+/// Service-targeted legacy policies are handled by `crate::legacy` callers.
+pub fn peer_authentications(snapshot: &Snapshot, root_ns: &str) -> Vec<PeerAuthn> {
+    let mut out: Vec<PeerAuthn> = snapshot
+        .peer_authentications
+        .iter()
+        .map(|p| PeerAuthn {
+            namespace: p.namespace_or_default().to_string(),
+            name: p.meta.name.clone(),
+            created: p.meta.creation_timestamp.clone(),
+            selector: p.spec.selector.as_ref().map(|s| s.match_labels.clone()),
+            mode: mode(p.spec.mode()),
+            port_level: p
+                .spec
+                .port_level_mtls
+                .iter()
+                .flatten()
+                .filter_map(|(port, m)| Some((u16::try_from(*port).ok()?, mode(m.mode))))
+                .collect(),
+        })
+        .collect();
+    let legacy = |m: Option<LegacyMtlsMode>| match m {
+        None => Some(MtlsMode::Disable),
+        Some(LegacyMtlsMode::Strict) => Some(MtlsMode::Strict),
+        Some(LegacyMtlsMode::Permissive) => Some(MtlsMode::Permissive),
+    };
+    for p in snapshot.mesh_policies.iter().filter(|p| p.meta.name == "default") {
+        out.push(PeerAuthn {
+            namespace: root_ns.to_string(),
+            name: format!("meshpolicy-{}", p.meta.name),
+            created: p.meta.creation_timestamp.clone(),
+            selector: None,
+            mode: legacy(p.spec.mtls_mode()),
+            port_level: BTreeMap::new(),
+        });
+    }
+    for p in snapshot.policies.iter().filter(|p| p.spec.targets.is_empty()) {
+        out.push(PeerAuthn {
+            namespace: p.namespace_or_default().to_string(),
+            name: format!("policy-{}", p.meta.name),
+            created: p.meta.creation_timestamp.clone(),
+            selector: None,
+            mode: legacy(p.spec.mtls_mode()),
+            port_level: BTreeMap::new(),
+        });
+    }
+    out
+}
+
+fn server_protocol(p: veil_api::Protocol) -> Protocol {
+    parse_protocol(p.as_str()).unwrap_or(Protocol::Tcp)
+}
+
+fn qualify_gateway(name: &str, vs_ns: &str) -> String {
+    if name == "mesh" || name.contains('/') {
+        name.to_string()
+    } else {
+        format!("{vs_ns}/{name}")
+    }
+}
+
+/// Gateway servers and the HTTP/TCP routes of every VirtualService.
+pub fn routing(snapshot: &Snapshot) -> (Vec<GatewayServer>, Vec<VsHttpRoute>, Vec<VsTcpRoute>) {
+    let mut servers = Vec::new();
+    for g in &snapshot.gateways {
+        let gw = format!("{}/{}", g.namespace_or_default(), g.meta.name);
+        for s in &g.spec.servers {
+            let Ok(port) = u16::try_from(s.port.number) else { continue };
+            servers.push(GatewayServer {
+                gateway: gw.clone(),
+                selector: g.spec.selector.clone(),
+                port,
+                protocol: server_protocol(s.port.protocol),
+                hosts: s.hosts.clone(),
+            });
+        }
+    }
+    let mut http = Vec::new();
+    let mut tcp = Vec::new();
+    for vs in &snapshot.virtual_services {
+        let ns = vs.namespace_or_default().to_string();
+        let source = format!("{ns}/{}", vs.meta.name);
+        let gateways: Vec<String> = if vs.spec.gateways.is_empty() {
+            vec!["mesh".into()]
+        } else {
+            vs.spec.gateways.iter().map(|g| qualify_gateway(g, &ns)).collect()
+        };
+        for r in &vs.spec.http {
+            let Some(dest) = r.route.first() else { continue };
+            let dest_port = dest.destination.port.and_then(|p| u16::try_from(p.number).ok());
+            let matches: Vec<(Option<String>, bool, Option<u16>)> = if r.matches.is_empty() {
+                vec![(None, false, None)]
+            } else {
+                r.matches
+                    .iter()
+                    .map(|m| {
+                        let uri = m.uri.as_ref();
+                        let (prefix, exact) = match uri {
+                            Some(u) if u.exact.is_some() => (u.exact.clone(), true),
+                            Some(u) => (u.prefix.clone(), false),
+                            None => (None, false),
+                        };
+                        (prefix, exact, m.port.and_then(|p| u16::try_from(p).ok()))
+                    })
+                    .collect()
+            };
+            for (uri_prefix, exact, port) in matches {
+                http.push(VsHttpRoute {
+                    source: source.clone(),
+                    namespace: ns.clone(),
+                    hosts: vs.spec.hosts.clone(),
+                    gateways: gateways.clone(),
+                    uri_prefix,
+                    exact,
+                    port,
+                    destination: dest.destination.host.clone(),
+                    destination_port: dest_port,
+                });
+            }
+        }
+        for r in &vs.spec.tcp {
+            let Some(dest) = r.route.first() else { continue };
+            let dest_port = dest.destination.port.and_then(|p| u16::try_from(p.number).ok());
+            let ports: Vec<Option<u16>> = if r.matches.is_empty() {
+                vec![None]
+            } else {
+                r.matches.iter().map(|m| m.port.and_then(|p| u16::try_from(p).ok())).collect()
+            };
+            for port in ports {
+                tcp.push(VsTcpRoute {
+                    source: source.clone(),
+                    namespace: ns.clone(),
+                    gateways: gateways.clone(),
+                    port,
+                    destination: dest.destination.host.clone(),
+                    destination_port: dest_port,
+                });
+            }
+        }
+    }
+    (servers, http, tcp)
+}
