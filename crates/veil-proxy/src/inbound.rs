@@ -1,0 +1,223 @@
+//! Inbound (15006): connections to the workload, redirected by iptables.
+//!
+//! The original destination port selects `(MtlsMode, Protocol)` from the
+//! config, and the mode decides, as Istio's inbound filter chains do
+//! (`BuildInboundTLS`, spec §1.1):
+//! - STRICT: only mesh mTLS; plaintext and non-mesh TLS are refused and logged.
+//! - PERMISSIVE: mesh mTLS is terminated; other TLS passes through untouched;
+//!   plaintext passes through. Server-first protocols are never stalled
+//!   (spec §1.10): a declared opaque port connects the application at once and
+//!   races the first bytes; an undeclared port waits at most
+//!   `sniff_timeout_ms` for the client.
+//! - DISABLE: bytes pass to the application as they are.
+
+use crate::proxy::Shared;
+use crate::records;
+use crate::sniff::{classify, FirstBytes};
+use crate::upstream::{self, UpstreamError};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
+use veil_model::{MtlsMode, Protocol, ProxyConfig};
+
+/// Why an inbound connection was refused (security refusals, logged with
+/// the peer address, port and mode) or could not be served.
+#[derive(Debug, thiserror::Error)]
+pub enum InboundError {
+    #[error("plaintext connection to STRICT port {port} refused: mesh mTLS required")]
+    PlaintextToStrict { port: u16 },
+    #[error("TLS connection without an istio ALPN (offered {alpn:?}) to STRICT port {port} refused: mesh mTLS required")]
+    NonMeshTls { port: u16, alpn: Vec<String> },
+    #[error("no TLS ClientHello within {ms} ms on STRICT port {port}: refused, mesh mTLS required")]
+    NoClientHello { port: u16, ms: u128 },
+    #[error("mesh mTLS handshake on port {port} failed: {source}; the client must present a certificate issued by the mesh CA")]
+    Handshake { port: u16, source: std::io::Error },
+    #[error("mesh mTLS handshake on port {port} timed out after {ms} ms")]
+    HandshakeTimeout { port: u16, ms: u128 },
+    #[error("client certificate on port {port} carries no SPIFFE ID: refused")]
+    NoPeerIdentity { port: u16 },
+    #[error("connection addressed to the inbound capture port {port} itself (not redirected): refused")]
+    CapturePort { port: u16 },
+    #[error("cannot reach the application on port {port}: {source}; check that the application listens there")]
+    App { port: u16, source: UpstreamError },
+    #[error("{0}")]
+    Config(#[from] crate::ProxyError),
+}
+
+impl InboundError {
+    /// True for security refusals (as opposed to failures to reach the app).
+    pub fn is_refusal(&self) -> bool {
+        !matches!(self, InboundError::App { .. } | InboundError::Config(_))
+    }
+}
+
+/// One accepted inbound connection and what was decided about it.
+struct Conn<'a> {
+    shared: &'a Shared,
+    config: Arc<ProxyConfig>,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    start_ms: u64,
+}
+
+/// Accepts inbound connections until the task is aborted.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = crate::proxy::accept(&listener).await;
+        let shared = shared.clone();
+        tokio::spawn(async move { handle(&shared, stream, peer).await });
+    }
+}
+
+async fn handle(shared: &Shared, downstream: TcpStream, peer: SocketAddr) {
+    let _ = downstream.set_nodelay(true);
+    let Some(dst) = crate::orig_dst::original_dst(&downstream) else { return };
+    let port = dst.port();
+    let config = shared.config();
+    let (mode, protocol) = config.inbound.port(port);
+    let conn = Conn { shared, config: config.clone(), peer, dst, start_ms: records::now_ms() };
+    let result = if port == shared.local.inbound.port() {
+        Err(InboundError::CapturePort { port })
+    } else {
+        match mode {
+            MtlsMode::Strict => strict(&conn, downstream).await,
+            MtlsMode::Permissive => permissive(&conn, downstream, protocol).await,
+            MtlsMode::Disable => forward_plain(&conn, downstream, None, "plaintext").await,
+        }
+    };
+    match result {
+        Ok(()) => {}
+        Err(e) if e.is_refusal() => tracing::warn!(%peer, port, %mode, "inbound connection from {peer} refused: {e}"),
+        Err(e) => tracing::warn!(%peer, port, %mode, "inbound connection from {peer} failed: {e}"),
+    }
+}
+
+async fn strict(conn: &Conn<'_>, downstream: TcpStream) -> Result<(), InboundError> {
+    let port = conn.dst.port();
+    let timeout = conn.shared.settings.handshake_timeout;
+    match classify(&downstream, timeout).await {
+        FirstBytes::MeshTls { .. } => {}
+        FirstBytes::Plaintext => return Err(InboundError::PlaintextToStrict { port }),
+        FirstBytes::OtherTls { alpn } => return Err(InboundError::NonMeshTls { port, alpn }),
+        FirstBytes::Silent => return Err(InboundError::NoClientHello { port, ms: timeout.as_millis() }),
+        FirstBytes::Closed => return Ok(()),
+    }
+    let tls = terminate(conn, downstream).await?;
+    forward_mesh(conn, tls, None).await
+}
+
+async fn permissive(conn: &Conn<'_>, downstream: TcpStream, protocol: Protocol) -> Result<(), InboundError> {
+    if protocol.is_declared_opaque() {
+        // Server-first safe: the app is connected before any client byte.
+        let app = connect_app(conn).await?;
+        let (mut client_byte, mut app_byte) = ([0u8; 1], [0u8; 1]);
+        // `peek`, not `readable`: readiness may be spurious, a peeked byte (or EOF) is not.
+        let client_first = tokio::select! {
+            biased;
+            _ = downstream.peek(&mut client_byte) => true,
+            _ = app.peek(&mut app_byte) => false,
+        };
+        if !client_first {
+            return forward_plain(conn, downstream, Some(app), "plaintext").await;
+        }
+        return sniff_and_forward(conn, downstream, Some(app)).await;
+    }
+    let wait = if protocol == Protocol::Unknown {
+        Duration::from_millis(conn.config.inbound.sniff_timeout_ms)
+    } else {
+        conn.shared.settings.handshake_timeout
+    };
+    let mut first = [0u8; 1];
+    match tokio::time::timeout(wait, downstream.peek(&mut first)).await {
+        // A silent client: plaintext, possibly server-first; pass through now.
+        Err(_) => forward_plain(conn, downstream, None, "plaintext").await,
+        Ok(_) => sniff_and_forward(conn, downstream, None).await,
+    }
+}
+
+async fn sniff_and_forward(conn: &Conn<'_>, downstream: TcpStream, app: Option<TcpStream>) -> Result<(), InboundError> {
+    match classify(&downstream, conn.shared.settings.handshake_timeout).await {
+        FirstBytes::MeshTls { .. } => {
+            let tls = terminate(conn, downstream).await?;
+            forward_mesh(conn, tls, app).await
+        }
+        FirstBytes::OtherTls { .. } => forward_plain(conn, downstream, app, "tls-passthrough").await,
+        FirstBytes::Plaintext | FirstBytes::Silent | FirstBytes::Closed => {
+            forward_plain(conn, downstream, app, "plaintext").await
+        }
+    }
+}
+
+/// The mesh mTLS handshake; returns the stream and the client's SPIFFE ID.
+async fn terminate(conn: &Conn<'_>, downstream: TcpStream) -> Result<(TlsStream<TcpStream>, String), InboundError> {
+    let port = conn.dst.port();
+    let server = conn.shared.tls.server()?;
+    let timeout = conn.shared.settings.handshake_timeout;
+    let tls = match tokio::time::timeout(timeout, TlsAcceptor::from(server).accept(downstream)).await {
+        Err(_) => return Err(InboundError::HandshakeTimeout { port, ms: timeout.as_millis() }),
+        Ok(Err(source)) => return Err(InboundError::Handshake { port, source }),
+        Ok(Ok(tls)) => tls,
+    };
+    let principal = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|certs| veil_identity::peer_spiffe_id(certs).ok())
+        .ok_or(InboundError::NoPeerIdentity { port })?;
+    Ok((tls, principal.to_string()))
+}
+
+async fn connect_app(conn: &Conn<'_>) -> Result<TcpStream, InboundError> {
+    let port = conn.dst.port();
+    let addr = SocketAddr::new(conn.shared.settings.app_host, port);
+    upstream::connect_tcp(conn.shared, addr).await.map_err(|source| InboundError::App { port, source })
+}
+
+async fn forward_mesh(
+    conn: &Conn<'_>,
+    (mut tls, principal): (TlsStream<TcpStream>, String),
+    app: Option<TcpStream>,
+) -> Result<(), InboundError> {
+    let mut app = match app {
+        Some(app) => app,
+        None => connect_app(conn).await?,
+    };
+    let mut record = records::record("inbound", &conn.config.node.pod, conn.peer, conn.dst, conn.start_ms);
+    record.security = "mesh-mtls".to_string();
+    record.alpn = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+    record.source_principal = Some(principal);
+    record.destination_principal = Some(conn.config.node.spiffe_id.clone());
+    conn.shared.records.send(record);
+    copy(conn, &mut tls, &mut app).await;
+    Ok(())
+}
+
+async fn forward_plain(
+    conn: &Conn<'_>,
+    mut downstream: TcpStream,
+    app: Option<TcpStream>,
+    security: &str,
+) -> Result<(), InboundError> {
+    let mut app = match app {
+        Some(app) => app,
+        None => connect_app(conn).await?,
+    };
+    let mut record = records::record("inbound", &conn.config.node.pod, conn.peer, conn.dst, conn.start_ms);
+    record.security = security.to_string();
+    conn.shared.records.send(record);
+    copy(conn, &mut downstream, &mut app).await;
+    Ok(())
+}
+
+async fn copy<A>(conn: &Conn<'_>, downstream: &mut A, app: &mut TcpStream)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    match crate::copy::bidirectional(downstream, app).await {
+        Ok(bytes) => tracing::debug!(peer = %conn.peer, dst = %conn.dst, sent = bytes.sent, received = bytes.received, "inbound connection closed"),
+        Err(e) => tracing::debug!(peer = %conn.peer, dst = %conn.dst, error = %e, "inbound connection ended with an error"),
+    }
+}

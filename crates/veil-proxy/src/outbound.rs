@@ -1,0 +1,75 @@
+//! Outbound (15001): connections the workload makes, redirected by iptables.
+//!
+//! Original destination → `Outbound::lookup` → endpoint (the dialled one, or
+//! round robin over the service) → mesh mTLS or plain per the endpoint's
+//! `UpstreamTls`. A destination the config does not know is passed through
+//! in plain to where the workload dialled (Istio's `ALLOW_ANY`,
+//! `PassthroughCluster`).
+
+use crate::proxy::Shared;
+use crate::records;
+use crate::upstream::{self, Upstream, UpstreamError, UpstreamStream};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio::net::{TcpListener, TcpStream};
+
+/// Accepts outbound connections until the task is aborted.
+pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
+    loop {
+        let (stream, peer) = crate::proxy::accept(&listener).await;
+        let shared = shared.clone();
+        tokio::spawn(async move { handle(&shared, stream, peer).await });
+    }
+}
+
+async fn handle(shared: &Shared, mut downstream: TcpStream, peer: SocketAddr) {
+    let start_ms = records::now_ms();
+    let _ = downstream.set_nodelay(true);
+    let Some(dst) = crate::orig_dst::original_dst(&downstream) else { return };
+    if dst.port() == shared.local.outbound.port() {
+        tracing::warn!(%peer, %dst, "outbound connection refused: it was addressed to the outbound capture port itself (not redirected); dial the service address instead");
+        return;
+    }
+    let config = shared.config();
+    let upstream = match config.outbound.lookup(dst.ip(), dst.port()) {
+        Some((service, endpoint)) => {
+            let chosen = match endpoint {
+                Some(e) => Some(e.clone()),
+                None => shared.balancer.pick(service),
+            };
+            let Some(endpoint) = chosen else {
+                let e = UpstreamError::NoEndpoint { host: service.hostname.clone(), port: service.port };
+                tracing::warn!(%peer, %dst, "outbound connection failed: {e}");
+                return;
+            };
+            upstream::connect(shared, &endpoint).await.map_err(|e| (e, service.hostname.clone()))
+        }
+        None => passthrough(shared, dst).await.map_err(|e| (e, "PassthroughCluster".to_string())),
+    };
+    let mut upstream = match upstream {
+        Ok(upstream) => upstream,
+        Err((e, service)) => {
+            tracing::warn!(%peer, %dst, %service, "outbound connection failed: {e}");
+            return;
+        }
+    };
+    let mut record = records::record("outbound", &config.node.pod, upstream.local, upstream.peer, start_ms);
+    record.security = upstream.security().to_string();
+    record.alpn = upstream.alpn.clone();
+    record.destination_principal = upstream.principal.clone();
+    if matches!(upstream.stream, UpstreamStream::Mesh(_)) {
+        record.source_principal = Some(config.node.spiffe_id.clone());
+    }
+    shared.records.send(record);
+    match crate::copy::bidirectional(&mut downstream, &mut upstream.stream).await {
+        Ok(bytes) => tracing::debug!(%peer, %dst, sent = bytes.sent, received = bytes.received, "outbound connection closed"),
+        Err(e) => tracing::debug!(%peer, %dst, error = %e, "outbound connection ended with an error"),
+    }
+}
+
+/// Plain connection to the original destination.
+async fn passthrough(shared: &Shared, dst: SocketAddr) -> Result<Upstream, UpstreamError> {
+    let tcp = upstream::connect_tcp(shared, dst).await?;
+    let local = tcp.local_addr().map_err(|source| UpstreamError::Connect { addr: dst, source })?;
+    Ok(Upstream { stream: UpstreamStream::Plain(tcp), local, peer: dst, principal: None, alpn: None })
+}

@@ -1,0 +1,179 @@
+//! The proxy as a whole: its settings, its listeners, and the state every
+//! connection shares (current config, TLS configs, records, load balancer).
+
+use crate::records::{self, RecordSink, RecordWriter};
+use crate::tls::TlsConfigs;
+use crate::upstream::Balancer;
+use crate::ProxyError;
+use std::future::Future;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use veil_identity::{TrustBundle, WorkloadCertificate};
+use veil_model::ProxyConfig;
+
+/// Where the proxy listens and how long it waits. [`Default`] gives Istio's
+/// ports (see DESIGN.md "Conventions").
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Inbound capture listener, Istio's `0.0.0.0:15006`.
+    pub inbound_addr: SocketAddr,
+    /// Outbound capture listener, Istio's `0.0.0.0:15001`.
+    pub outbound_addr: SocketAddr,
+    /// Admin (`/config_dump`, `/healthz/ready`), localhost only, Istio's `127.0.0.1:15000`.
+    pub admin_addr: SocketAddr,
+    /// Readiness (`/healthz/ready`), Istio's `0.0.0.0:15021`.
+    pub readiness_addr: SocketAddr,
+    /// Where the local application listens, `127.0.0.1`.
+    pub app_host: IpAddr,
+    /// File that receives one JSON [`veil_model::ConnectionRecord`] per
+    /// connection; `None` discards records.
+    pub records_path: Option<PathBuf>,
+    /// Bound on a TCP connect to an endpoint or the application.
+    pub connect_timeout: Duration,
+    /// Bound on a TLS handshake and on reading a ClientHello.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for ProxySettings {
+    fn default() -> Self {
+        let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        let local = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        ProxySettings {
+            inbound_addr: SocketAddr::new(any, 15006),
+            outbound_addr: SocketAddr::new(any, 15001),
+            admin_addr: SocketAddr::new(local, 15000),
+            readiness_addr: SocketAddr::new(any, 15021),
+            app_host: local,
+            records_path: None,
+            connect_timeout: Duration::from_secs(5),
+            handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The addresses the proxy's listeners are bound to (ports resolved when
+/// the settings asked for port 0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalAddrs {
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub readiness: SocketAddr,
+}
+
+/// State every connection of one proxy shares.
+pub(crate) struct Shared {
+    pub(crate) settings: ProxySettings,
+    pub(crate) local: LocalAddrs,
+    pub(crate) config: watch::Receiver<Arc<ProxyConfig>>,
+    pub(crate) tls: TlsConfigs,
+    pub(crate) records: RecordSink,
+    pub(crate) balancer: Balancer,
+}
+
+impl Shared {
+    /// The config in force now.
+    pub(crate) fn config(&self) -> Arc<ProxyConfig> {
+        self.config.borrow().clone()
+    }
+}
+
+/// A bound, not yet running proxy.
+pub struct Proxy {
+    shared: Arc<Shared>,
+    inbound: TcpListener,
+    outbound: TcpListener,
+    admin: TcpListener,
+    readiness: TcpListener,
+    writer: Option<RecordWriter>,
+}
+
+async fn bind(addr: SocketAddr) -> Result<TcpListener, ProxyError> {
+    TcpListener::bind(addr).await.map_err(|source| ProxyError::Bind { addr, source })
+}
+
+fn local_addr(listener: &TcpListener, asked: SocketAddr) -> SocketAddr {
+    listener.local_addr().unwrap_or(asked)
+}
+
+impl Proxy {
+    /// Binds the inbound, outbound, admin and readiness listeners and opens
+    /// the records file. Gateway listeners are bound by [`Proxy::run`], from
+    /// the config.
+    ///
+    /// Errors: [`ProxyError::Bind`], [`ProxyError::Records`].
+    pub async fn bind(
+        settings: ProxySettings,
+        config: watch::Receiver<Arc<ProxyConfig>>,
+        cert: watch::Receiver<Arc<WorkloadCertificate>>,
+        bundle: TrustBundle,
+    ) -> Result<Proxy, ProxyError> {
+        let inbound = bind(settings.inbound_addr).await?;
+        let outbound = bind(settings.outbound_addr).await?;
+        let admin = bind(settings.admin_addr).await?;
+        let readiness = bind(settings.readiness_addr).await?;
+        let (records, writer) = records::open(settings.records_path.as_deref())?;
+        let local = LocalAddrs {
+            inbound: local_addr(&inbound, settings.inbound_addr),
+            outbound: local_addr(&outbound, settings.outbound_addr),
+            admin: local_addr(&admin, settings.admin_addr),
+            readiness: local_addr(&readiness, settings.readiness_addr),
+        };
+        let shared = Arc::new(Shared {
+            settings,
+            local,
+            config,
+            tls: TlsConfigs::new(cert, bundle),
+            records,
+            balancer: Balancer::default(),
+        });
+        Ok(Proxy { shared, inbound, outbound, admin, readiness, writer })
+    }
+
+    /// The bound addresses.
+    pub fn local_addrs(&self) -> LocalAddrs {
+        self.shared.local
+    }
+
+    /// Serves until `shutdown` completes, then stops accepting and returns.
+    /// Connections in flight end with the runtime.
+    ///
+    /// Errors: none at present; listener failures after bind are logged and
+    /// retried.
+    pub async fn run(self, shutdown: impl Future) -> Result<(), ProxyError> {
+        let Proxy { shared, inbound, outbound, admin, readiness, writer } = self;
+        let mut tasks = JoinSet::new();
+        if let Some(writer) = writer {
+            tasks.spawn(writer.run());
+        }
+        tasks.spawn(crate::inbound::serve(inbound, shared.clone()));
+        tasks.spawn(crate::outbound::serve(outbound, shared.clone()));
+        tasks.spawn(crate::admin::serve(admin, shared.clone(), crate::admin::Scope::Admin));
+        tasks.spawn(crate::admin::serve(readiness, shared.clone(), crate::admin::Scope::Readiness));
+        tasks.spawn(crate::gateway::supervise(shared.clone()));
+        tracing::info!(addrs = ?shared.local, "proxy serving");
+        shutdown.await;
+        tasks.abort_all();
+        tracing::info!("proxy stopped");
+        Ok(())
+    }
+}
+
+/// Accepts one connection, logging and pausing briefly on accept errors
+/// (e.g. out of file descriptors) so that a failing accept does not spin.
+pub(crate) async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(accepted) => return accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}

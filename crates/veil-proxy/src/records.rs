@@ -1,0 +1,120 @@
+//! Connection records: one JSON line of [`ConnectionRecord`] per proxied
+//! connection, appended to a file by a single writer task.
+//!
+//! The data path only does a non-blocking `try_send` into a bounded channel;
+//! when the writer falls behind, records are dropped and counted.
+
+use crate::ProxyError;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
+use veil_model::ConnectionRecord;
+
+/// Records queued before new ones are dropped.
+const QUEUE_LEN: usize = 4096;
+
+/// Where the data path hands records off.
+pub(crate) struct RecordSink {
+    tx: Option<mpsc::Sender<ConnectionRecord>>,
+    dropped: AtomicU64,
+}
+
+/// The writer half, run by [`RecordWriter::run`].
+pub(crate) struct RecordWriter {
+    file: tokio::fs::File,
+    rx: mpsc::Receiver<ConnectionRecord>,
+}
+
+/// Opens (creates, appends to) `path` and returns the sink and its writer;
+/// with no path, records are discarded.
+///
+/// Errors: [`ProxyError::Records`] when the file cannot be opened.
+pub(crate) fn open(path: Option<&Path>) -> Result<(RecordSink, Option<RecordWriter>), ProxyError> {
+    let Some(path) = path else {
+        return Ok((RecordSink { tx: None, dropped: AtomicU64::new(0) }, None));
+    };
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| ProxyError::Records { path: path.to_path_buf(), source })?;
+    let (tx, rx) = mpsc::channel(QUEUE_LEN);
+    let sink = RecordSink { tx: Some(tx), dropped: AtomicU64::new(0) };
+    Ok((sink, Some(RecordWriter { file: tokio::fs::File::from_std(file), rx })))
+}
+
+impl RecordSink {
+    /// Queues `record` without waiting; counts it as dropped when the queue is full.
+    pub(crate) fn send(&self, record: ConnectionRecord) {
+        let Some(tx) = &self.tx else { return };
+        if tx.try_send(record).is_err() {
+            let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
+            if dropped.is_power_of_two() {
+                tracing::warn!(dropped, "connection records dropped: the records file is not keeping up");
+            }
+        }
+    }
+
+    /// Records dropped so far because the writer fell behind.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl RecordWriter {
+    /// Appends records until every sender is gone; flushes after each burst.
+    pub(crate) async fn run(mut self) {
+        while let Some(first) = self.rx.recv().await {
+            let mut batch = vec![first];
+            // Take what is queued now (bounded by the queue length).
+            while batch.len() < QUEUE_LEN {
+                match self.rx.try_recv() {
+                    Ok(record) => batch.push(record),
+                    Err(_) => break,
+                }
+            }
+            let mut lines = Vec::new();
+            for record in &batch {
+                match serde_json::to_vec(record) {
+                    Ok(line) => {
+                        lines.extend_from_slice(&line);
+                        lines.push(b'\n');
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot serialise a connection record"),
+                }
+            }
+            if let Err(e) = self.file.write_all(&lines).await {
+                tracing::warn!(error = %e, "cannot append connection records; check disk space");
+            }
+            if let Err(e) = self.file.flush().await {
+                tracing::warn!(error = %e, "cannot flush connection records");
+            }
+        }
+    }
+}
+
+/// Unix time now, in milliseconds.
+pub(crate) fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
+/// The fields every record has; the rest start empty.
+pub(crate) fn record(direction: &str, pod: &str, src: SocketAddr, dst: SocketAddr, start_ms: u64) -> ConnectionRecord {
+    ConnectionRecord {
+        direction: direction.to_string(),
+        pod: pod.to_string(),
+        src,
+        dst,
+        security: "plaintext".to_string(),
+        alpn: None,
+        source_principal: None,
+        destination_principal: None,
+        start_ms,
+    }
+}

@@ -1,0 +1,175 @@
+//! Connecting to an endpoint: endpoint choice (round robin per service),
+//! TCP connect with a timeout, and mesh mTLS origination per
+//! [`UpstreamTls`] (TLS 1.3, ALPN `istio`, the SNI the config names, the
+//! server's SPIFFE ID checked against the allowed identities).
+
+use crate::proxy::Shared;
+use rustls_pki_types::ServerName;
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Mutex, PoisonError};
+use std::task::{Context, Poll};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
+use tokio_rustls::TlsConnector;
+use veil_model::{Endpoint, OutboundService, UpstreamTls};
+
+/// Why no usable upstream connection was made (each message names the
+/// address or service and what to check).
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("service {host}:{port} has no endpoints; check that its workloads are running and registered")]
+    NoEndpoint { host: String, port: u16 },
+    #[error("no service {host}:{port} in this proxy's config; check the route's destination host and port")]
+    UnknownService { host: String, port: u16 },
+    #[error("cannot connect to {addr}: {source}")]
+    Connect { addr: SocketAddr, source: io::Error },
+    #[error("connect to {addr} timed out after {ms} ms")]
+    ConnectTimeout { addr: SocketAddr, ms: u128 },
+    #[error("{0}")]
+    Config(#[from] crate::ProxyError),
+    #[error("SNI {sni:?} is not a valid server name")]
+    Sni { sni: String },
+    #[error("mesh mTLS handshake with {addr} failed: {source}; the server must present a mesh certificate with one of the identities {allowed:?}")]
+    Handshake { addr: SocketAddr, allowed: Vec<String>, source: io::Error },
+    #[error("mesh mTLS handshake with {addr} timed out after {ms} ms")]
+    HandshakeTimeout { addr: SocketAddr, ms: u128 },
+}
+
+/// Round-robin position per service (hostname, port).
+#[derive(Default)]
+pub(crate) struct Balancer {
+    next: Mutex<HashMap<(String, u16), usize>>,
+}
+
+impl Balancer {
+    /// The next endpoint of `service`, or `None` when it has none.
+    pub(crate) fn pick(&self, service: &OutboundService) -> Option<Endpoint> {
+        let count = service.endpoints.len();
+        if count == 0 {
+            return None;
+        }
+        let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
+        let slot = next.entry((service.hostname.clone(), service.port)).or_insert(0);
+        let index = *slot % count;
+        *slot = index.wrapping_add(1);
+        service.endpoints.get(index).cloned()
+    }
+}
+
+/// A stream to an endpoint: plain TCP or mesh mTLS.
+pub(crate) enum UpstreamStream {
+    Plain(TcpStream),
+    Mesh(Box<TlsStream<TcpStream>>),
+}
+
+/// A connected upstream and what the record needs to know about it.
+pub(crate) struct Upstream {
+    pub(crate) stream: UpstreamStream,
+    /// The proxy's own socket address of the connection.
+    pub(crate) local: SocketAddr,
+    /// The endpoint address.
+    pub(crate) peer: SocketAddr,
+    /// Verified SPIFFE ID of the server (mesh mTLS only).
+    pub(crate) principal: Option<String>,
+    pub(crate) alpn: Option<String>,
+}
+
+impl Upstream {
+    /// `mesh-mtls` or `plaintext`.
+    pub(crate) fn security(&self) -> &'static str {
+        match self.stream {
+            UpstreamStream::Plain(_) => "plaintext",
+            UpstreamStream::Mesh(_) => "mesh-mtls",
+        }
+    }
+}
+
+/// TCP connect bounded by the proxy's connect timeout.
+pub(crate) async fn connect_tcp(shared: &Shared, addr: SocketAddr) -> Result<TcpStream, UpstreamError> {
+    let timeout = shared.settings.connect_timeout;
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Err(_) => Err(UpstreamError::ConnectTimeout { addr, ms: timeout.as_millis() }),
+        Ok(Err(source)) => Err(UpstreamError::Connect { addr, source }),
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+    }
+}
+
+/// The service named `host:port` and one of its endpoints.
+pub(crate) fn resolve(shared: &Shared, host: &str, port: u16) -> Result<Endpoint, UpstreamError> {
+    let config = shared.config();
+    let service = config
+        .outbound
+        .services
+        .iter()
+        .find(|s| s.hostname == host && s.port == port)
+        .ok_or_else(|| UpstreamError::UnknownService { host: host.to_string(), port })?;
+    shared
+        .balancer
+        .pick(service)
+        .ok_or_else(|| UpstreamError::NoEndpoint { host: host.to_string(), port })
+}
+
+/// Connects to `endpoint` as its [`UpstreamTls`] says.
+pub(crate) async fn connect(shared: &Shared, endpoint: &Endpoint) -> Result<Upstream, UpstreamError> {
+    let addr = SocketAddr::new(endpoint.ip, endpoint.port);
+    let tcp = connect_tcp(shared, addr).await?;
+    let local = tcp.local_addr().map_err(|source| UpstreamError::Connect { addr, source })?;
+    let (identities, sni) = match &endpoint.tls {
+        UpstreamTls::Disable => {
+            return Ok(Upstream { stream: UpstreamStream::Plain(tcp), local, peer: addr, principal: None, alpn: None })
+        }
+        UpstreamTls::IstioMutual { identities, sni } => (identities, sni),
+    };
+    let client = shared.tls.client(identities)?;
+    let name = ServerName::try_from(sni.clone()).map_err(|_| UpstreamError::Sni { sni: sni.clone() })?;
+    let timeout = shared.settings.handshake_timeout;
+    let tls = match tokio::time::timeout(timeout, TlsConnector::from(client).connect(name, tcp)).await {
+        Err(_) => return Err(UpstreamError::HandshakeTimeout { addr, ms: timeout.as_millis() }),
+        Ok(Err(source)) => return Err(UpstreamError::Handshake { addr, allowed: identities.clone(), source }),
+        Ok(Ok(tls)) => tls,
+    };
+    let session = &tls.get_ref().1;
+    let principal = session
+        .peer_certificates()
+        .and_then(|certs| veil_identity::peer_spiffe_id(certs).ok())
+        .map(|id| id.to_string());
+    let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+    Ok(Upstream { stream: UpstreamStream::Mesh(Box::new(tls)), local, peer: addr, principal, alpn })
+}
+
+impl AsyncRead for UpstreamStream {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for UpstreamStream {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
+            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
