@@ -1,2 +1,102 @@
+//! `veil`: the command line of the Veil service mesh.
+//!
+//! Every subcommand is a thin layer over a library crate: `validate` over
+//! `veil-api`, `up`/`down`/`status` over `veil-local`, `audit` over
+//! `veil-audit`, `proxy` over `veil-proxy` and `veil-identity`.
 #![forbid(unsafe_code)]
-fn main() {}
+
+mod agent;
+mod commands;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Veil: mutual TLS between every pair of services, configured with Istio's YAML.
+#[derive(Parser)]
+#[command(name = "veil", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the mesh of a directory of Kubernetes + Istio YAML on this machine
+    /// (each pod in its own network namespace, with its sidecar). Stops on Ctrl-C.
+    Up {
+        /// Directory with the YAML and `veil.local.yaml`.
+        dir: PathBuf,
+        #[command(flatten)]
+        state: commands::StateArgs,
+        /// Seconds to wait for every pod to be ready.
+        #[arg(long, default_value_t = 180)]
+        ready_timeout: u64,
+    },
+    /// Stop a running `veil up` and remove every namespace, link, rule and process it made.
+    Down {
+        #[command(flatten)]
+        state: commands::StateArgs,
+    },
+    /// Show the pods, addresses and identities of the running mesh.
+    Status {
+        #[command(flatten)]
+        state: commands::StateArgs,
+        /// `table` or `json`.
+        #[arg(long, short, default_value = "table")]
+        output: String,
+    },
+    /// Capture the traffic between pods and classify every flow
+    /// (mesh-mtls, tls, plaintext), with the identities of both ends.
+    Audit {
+        #[command(flatten)]
+        state: commands::StateArgs,
+        /// Capture for this many seconds (default: until Ctrl-C).
+        #[arg(long)]
+        duration: Option<f64>,
+        /// Exit non-zero if any pod-to-pod flow is not mesh mTLS.
+        #[arg(long)]
+        expect_encrypted: bool,
+        /// Report whether this text appeared in clear in any captured byte
+        /// (exit non-zero if it did).
+        #[arg(long)]
+        grep: Option<String>,
+        /// Keep the capture in this file.
+        #[arg(long)]
+        pcap: Option<PathBuf>,
+        /// `table` or `json`.
+        #[arg(long, short, default_value = "table")]
+        output: String,
+    },
+    /// Check a directory of YAML: print errors (file:line: field: message)
+    /// and warnings; exit non-zero on errors.
+    Validate {
+        dir: PathBuf,
+    },
+    /// Run the sidecar or gateway proxy (started by `veil up` inside a pod).
+    #[command(hide = true)]
+    Proxy,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let result = match cli.command {
+        Command::Up { dir, state, ready_timeout } => commands::up(&dir, &state, ready_timeout),
+        Command::Down { state } => commands::down(&state),
+        Command::Status { state, output } => commands::status(&state, &output),
+        Command::Audit { state, duration, expect_encrypted, grep, pcap, output } => {
+            commands::audit(&state, duration, expect_encrypted, grep.as_deref(), pcap, &output)
+        }
+        Command::Validate { dir } => commands::validate(&dir),
+        Command::Proxy => commands::proxy(),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! From a directory to a plan: the resources (validated), the local runtime
+//! file, the pods with their addresses, and the model input the control
+//! plane computes proxy configs from. Nothing is created here.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use veil_api::{load_dir, Snapshot, LOCAL_RUNTIME_FILE};
+use veil_model::from_api::{self, PlannedPod};
+use veil_model::{MeshInput, MeshSettings, Pod, Registry};
+
+use crate::ipam::AddressPlan;
+use crate::runtime_file::{LocalRuntime, RuntimeWorkload};
+
+/// What `veil validate` reports for a good directory.
+#[derive(Debug, Clone)]
+pub struct CheckReport {
+    /// Number of resources loaded.
+    pub resources: usize,
+    /// Warnings (`file:line: message`).
+    pub warnings: Vec<String>,
+    pub snapshot: Snapshot,
+    /// The local runtime, when the directory has `veil.local.yaml`.
+    pub runtime: Option<LocalRuntime>,
+}
+
+fn count(s: &Snapshot) -> usize {
+    s.namespaces.len()
+        + s.services.len()
+        + s.deployments.len()
+        + s.stateful_sets.len()
+        + s.daemon_sets.len()
+        + s.pods.len()
+        + s.service_accounts.len()
+        + s.secrets.len()
+        + s.config_maps.len()
+        + s.peer_authentications.len()
+        + s.authorization_policies.len()
+        + s.destination_rules.len()
+        + s.gateways.len()
+        + s.virtual_services.len()
+        + s.service_entries.len()
+        + s.workload_entries.len()
+        + s.sidecars.len()
+        + s.policies.len()
+        + s.mesh_policies.len()
+        + s.gateway_hosts.len()
+}
+
+/// Loads and validates a directory: every YAML file, and `veil.local.yaml`
+/// when present. Returns every error as `file:line: field: message`.
+pub fn check(dir: &Path) -> Result<CheckReport, Vec<String>> {
+    if !dir.is_dir() {
+        return Err(vec![format!("{}: not a directory; give the directory that holds the mesh's YAML", dir.display())]);
+    }
+    let snapshot = load_dir(dir).map_err(|e| e.0.iter().map(ToString::to_string).collect::<Vec<_>>())?;
+    let runtime_path = dir.join(LOCAL_RUNTIME_FILE);
+    let runtime = if runtime_path.exists() {
+        Some(crate::runtime_file::load(&runtime_path).map_err(|e| vec![e.to_string()])?)
+    } else {
+        None
+    };
+    let mut warnings: Vec<String> = snapshot.warnings.iter().map(ToString::to_string).collect();
+    if let Some(rt) = &runtime {
+        for w in &rt.workloads {
+            let known = snapshot.workloads().iter().any(|x| x.name == w.name && x.namespace == w.namespace);
+            if !known {
+                warnings.push(format!(
+                    "{}: workload {}/{} has no Deployment, StatefulSet, DaemonSet or Pod in the YAML; it is ignored",
+                    runtime_path.display(),
+                    w.namespace,
+                    w.name
+                ));
+            }
+        }
+    }
+    Ok(CheckReport { resources: count(&snapshot), warnings, snapshot, runtime })
+}
+
+/// One pod of the plan: the model's pod (with its address) and how to run it.
+#[derive(Debug, Clone)]
+pub struct PodPlan {
+    pub planned: PlannedPod,
+    pub pod: Pod,
+    /// Local command, for workload pods (gateways run only the proxy).
+    pub run: Option<RuntimeWorkload>,
+}
+
+/// The whole plan of a mesh.
+#[derive(Debug, Clone)]
+pub struct MeshPlan {
+    pub pods: Vec<PodPlan>,
+    /// (namespace, name) → ClusterIP.
+    pub cluster_ips: BTreeMap<(String, String), IpAddr>,
+    pub settings: MeshSettings,
+}
+
+impl MeshPlan {
+    /// Assigns addresses (pods in file order, then ClusterIPs) and matches
+    /// each workload with its local command.
+    ///
+    /// # Errors
+    /// A message naming the workload that has no command in `veil.local.yaml`,
+    /// or an address range that ran out.
+    pub fn new(report: &CheckReport, addrs: &mut AddressPlan) -> Result<MeshPlan, String> {
+        let planned = from_api::planned_pods(&report.snapshot);
+        let mut pods = Vec::new();
+        for p in planned {
+            let run = match &report.runtime {
+                _ if p.gateway => None,
+                Some(rt) => rt.workloads.iter().find(|w| w.name == p.workload && w.namespace == p.namespace).cloned(),
+                None => None,
+            };
+            if !p.gateway && run.is_none() {
+                return Err(format!(
+                    "workload {}/{} has no local command: add it to {} in the directory (see README, \"How a workload runs on one machine\")",
+                    p.namespace, p.workload, LOCAL_RUNTIME_FILE
+                ));
+            }
+            let ip = IpAddr::V4(addrs.next_pod().map_err(|e| e.to_string())?.addr);
+            let pod = Pod {
+                name: p.name.clone(),
+                namespace: p.namespace.clone(),
+                labels: p.labels.clone(),
+                service_account: p.service_account.clone(),
+                ip,
+                sidecar: p.sidecar,
+                gateway: p.gateway,
+                ports: p.ports.clone(),
+            };
+            pods.push(PodPlan { planned: p, pod, run });
+        }
+        let mut cluster_ips = BTreeMap::new();
+        for s in &report.snapshot.services {
+            if s.spec.is_headless() {
+                continue;
+            }
+            let ip: Ipv4Addr = addrs.next_cluster_ip().map_err(|e| e.to_string())?;
+            cluster_ips.insert((s.namespace_or_default().to_string(), s.meta.name.clone()), IpAddr::V4(ip));
+        }
+        Ok(MeshPlan { pods, cluster_ips, settings: MeshSettings::default() })
+    }
+
+    /// The model input for a (possibly changed) snapshot with this plan's
+    /// pods and addresses. Pods are fixed for the life of `veil up`; policies,
+    /// Services' ports and routes follow the snapshot.
+    pub fn mesh_input(&self, snapshot: &Snapshot) -> MeshInput {
+        let ips = &self.cluster_ips;
+        let lookup = |ns: &str, name: &str| ips.get(&(ns.to_string(), name.to_string())).copied();
+        let services = from_api::services(snapshot, &lookup);
+        let (gateway_servers, http_routes, tcp_routes) = from_api::routing(snapshot);
+        MeshInput {
+            registry: Registry { pods: self.pods.iter().map(|p| p.pod.clone()).collect(), services },
+            peer_authentications: from_api::peer_authentications(snapshot, &self.settings.root_namespace),
+            gateway_servers,
+            http_routes,
+            tcp_routes,
+            settings: self.settings.clone(),
+        }
+    }
+}

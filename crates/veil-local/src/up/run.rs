@@ -1,0 +1,331 @@
+//! `veil up`: creates the bridge, starts the control plane, makes one
+//! network namespace per pod with its sidecar and workload, publishes the
+//! ingress gateway on 127.0.0.1, then serves (reloading the directory on
+//! change) until shutdown, and removes everything it made.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use veil_control::{ControlPlane, ControlPlaneSettings};
+use veil_identity::{SpiffeId, TrustDomain};
+
+use super::plan::{check, MeshPlan, PodPlan};
+use super::state::{records_dir, MeshState, PodState, Published};
+use super::UpError;
+use crate::intercept::{install_cluster_ip_rules, install_sidecar_interception, ClusterIpRule, InterceptionSettings};
+use crate::ipam::AddressPlan;
+use crate::journal::Journal;
+use crate::net::{Bridge, EdgeLink, Host};
+use crate::process::{spawn, LocalProcess, ProcessSpec};
+
+/// Name of the bridge the pods are on.
+pub const BRIDGE: &str = "veil0";
+/// The proxies' uid (Istio's 1337), excluded from interception.
+pub const PROXY_UID: u32 = 1337;
+/// Control plane port (Istio's istiod 15012).
+pub const CONTROL_PORT: u16 = 15012;
+
+/// Options of `veil up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub dir: PathBuf,
+    pub state_dir: PathBuf,
+    /// How long to wait for every pod to be ready.
+    pub ready_timeout: Duration,
+    /// The `veil` binary the proxies run (`veil proxy`).
+    pub veil_binary: PathBuf,
+}
+
+fn say(msg: impl AsRef<str>) {
+    println!("{}", msg.as_ref());
+}
+
+fn netns_name(p: &PodPlan) -> String {
+    format!("veil-{}-{}", p.pod.namespace, p.pod.name)
+}
+
+/// Host port a gateway server port is published on: privileged ports move
+/// up by 8000 (80 → 8080, 443 → 8443), others keep their number.
+pub fn published_port(port: u16) -> u16 {
+    if port < 1024 {
+        port + 8000
+    } else {
+        port
+    }
+}
+
+async fn http_ready(addr: SocketAddr) -> bool {
+    let Ok(Ok(mut s)) = tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(addr)).await
+    else {
+        return false;
+    };
+    if s.write_all(b"GET /healthz/ready HTTP/1.0\r\n\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 64];
+    match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+        Ok(Ok(n)) => buf.get(..n).is_some_and(|b| b.starts_with(b"HTTP/1.1 200") || b.starts_with(b"HTTP/1.0 200")),
+        _ => false,
+    }
+}
+
+async fn wait_proxy_ready(ip: IpAddr, deadline: Instant) -> bool {
+    let addr = SocketAddr::new(ip, 15021);
+    while Instant::now() < deadline {
+        if http_ready(addr).await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+fn mkdir(path: &Path, mode: u32) -> Result<(), UpError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(path).map_err(|e| UpError::Io(path.to_path_buf(), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| UpError::Io(path.to_path_buf(), e))
+}
+
+/// Runs the mesh of `options.dir` until `shutdown` resolves, then removes
+/// everything it created. A directory with errors starts nothing.
+///
+/// # Errors
+/// [`UpError`] naming what failed; whatever was created is removed first.
+pub async fn run(mut options: UpOptions, shutdown: impl std::future::Future<Output = ()>) -> Result<(), UpError> {
+    let started = Instant::now();
+    options.dir = options.dir.canonicalize().map_err(|e| UpError::Io(options.dir.clone(), e))?;
+    let report = check(&options.dir).map_err(UpError::Config)?;
+    for w in &report.warnings {
+        say(format!("warning: {w}"));
+    }
+    if let Ok(old) = MeshState::load(&options.state_dir) {
+        if old.pid != std::process::id() && crate::process::is_running(old.pid as i32) {
+            return Err(UpError::AlreadyRunning(old.pid));
+        }
+    }
+    mkdir(&options.state_dir, 0o755)?;
+    let leftovers = crate::teardown::teardown(&options.state_dir).map_err(UpError::Local)?;
+    if !leftovers.removed.is_empty() {
+        say(format!("removed {} leftover item(s) of an earlier run", leftovers.removed.len()));
+    }
+    let _ = crate::teardown::sweep("veil");
+    MeshState::remove(&options.state_dir);
+
+    let mut addrs = AddressPlan::default();
+    let plan = MeshPlan::new(&report, &mut addrs).map_err(UpError::Plan)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let result = start_and_serve(&options, &report.snapshot, plan, addrs, started, shutdown, stop_rx).await;
+    let _ = stop_tx.send(true);
+    say("stopping: removing pods, links, rules and processes");
+    let down = crate::teardown::teardown(&options.state_dir).map_err(UpError::Local);
+    MeshState::remove(&options.state_dir);
+    match (&result, &down) {
+        (Ok(()), Ok(r)) => say(format!("veil up: stopped; removed {} item(s)", r.removed.len())),
+        (_, Err(e)) => say(format!("cleanup incomplete: {e}; run `veil down`")),
+        _ => {}
+    }
+    result.and(down.map(|_| ()))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn start_and_serve(
+    options: &UpOptions,
+    snapshot: &veil_api::Snapshot,
+    mut plan: MeshPlan,
+    mut addrs: AddressPlan,
+    started: Instant,
+    shutdown: impl std::future::Future<Output = ()>,
+    stop_rx: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), UpError> {
+    let state_dir = &options.state_dir;
+    let journal = Journal::open(state_dir).map_err(UpError::Local)?;
+    let bridge_cidr = addrs.bridge();
+    let bridge = Bridge::create(&journal, BRIDGE, bridge_cidr).map_err(UpError::Local)?;
+    say(format!("bridge {BRIDGE} {bridge_cidr}"));
+
+    let td = TrustDomain::default();
+    let cp = Arc::new(
+        ControlPlane::new(ControlPlaneSettings {
+            state_dir: state_dir.join("ca"),
+            trust_domain: td.clone(),
+            max_cert_ttl: veil_identity::SECRET_TTL,
+        })
+        .map_err(|e| UpError::Control(e.to_string()))?,
+    );
+    let control_addr = SocketAddr::new(IpAddr::V4(bridge_cidr.addr), CONTROL_PORT);
+    {
+        let cp = cp.clone();
+        let mut rx = stop_rx.clone();
+        tokio::spawn(async move {
+            let stop = async move {
+                let _ = rx.wait_for(|s| *s).await;
+            };
+            if let Err(e) = cp.serve(control_addr, stop).await {
+                tracing::error!(error = %e, "control plane stopped");
+            }
+        });
+    }
+    let mesh_dir = state_dir.join("mesh");
+    mkdir(&mesh_dir, 0o755)?;
+    let root_path = mesh_dir.join("root-cert.pem");
+    std::fs::write(&root_path, cp.ca.root_pem()).map_err(|e| UpError::Io(root_path.clone(), e))?;
+    let records = records_dir(state_dir);
+    mkdir(&records, 0o755)?;
+    mkdir(&state_dir.join("logs"), 0o755)?;
+    mkdir(&state_dir.join("pods"), 0o755)?;
+    let input = plan.mesh_input(snapshot);
+    cp.store.publish(input.proxy_configs());
+    say(format!("control plane {control_addr} (CA {}, root in {})", td.as_str(), root_path.display()));
+
+    // Hosts entries: every Service name form → its ClusterIP.
+    let mut hosts: Vec<(IpAddr, Vec<String>)> = Vec::new();
+    for ((ns, name), ip) in &plan.cluster_ips {
+        hosts.push((*ip, vec![name.clone(), format!("{name}.{ns}"), format!("{name}.{ns}.svc.{}", plan.settings.domain)]));
+    }
+    let cluster_rules: Vec<ClusterIpRule> = input
+        .outbound()
+        .services
+        .iter()
+        .filter_map(|s| {
+            let ep = s.endpoints.first()?;
+            let (Some(IpAddr::V4(cluster_ip)), IpAddr::V4(endpoint_ip)) = (s.cluster_ip, ep.ip) else { return None };
+            Some(ClusterIpRule { cluster_ip, port: s.port, endpoint_ip, target_port: ep.port })
+        })
+        .collect();
+
+    let total = plan.pods.len();
+    let mut states = Vec::new();
+    let mut proxies: Vec<(usize, LocalProcess)> = Vec::new();
+    for (i, p) in plan.pods.iter().enumerate() {
+        let netns = netns_name(p);
+        let IpAddr::V4(ip) = p.pod.ip else { continue };
+        let cidr = crate::ipam::Ipv4Cidr::new(ip, bridge_cidr.prefix).map_err(UpError::Local)?;
+        let host = Host::create(&journal, &netns, &bridge, cidr, bridge_cidr.addr).map_err(UpError::Local)?;
+        host.write_hosts(&journal, &hosts).map_err(UpError::Local)?;
+        let kind = if p.pod.gateway { "gateway" } else if p.pod.sidecar { "sidecar" } else { "no sidecar" };
+        say(format!("[{}/{total}] pod {}/{} {} ({kind})", i + 1, p.pod.namespace, p.pod.name, p.pod.ip));
+        if p.pod.sidecar {
+            install_sidecar_interception(&netns, &InterceptionSettings::default()).map_err(UpError::Local)?;
+        } else if !p.pod.gateway {
+            install_cluster_ip_rules(&netns, &cluster_rules).map_err(UpError::Local)?;
+        }
+        let spiffe = SpiffeId::new(&td, &p.pod.namespace, &p.pod.service_account);
+        let mut st = PodState {
+            name: p.pod.name.clone(),
+            namespace: p.pod.namespace.clone(),
+            ip: p.pod.ip,
+            netns: netns.clone(),
+            sidecar: p.pod.sidecar,
+            gateway: p.pod.gateway,
+            service_account: p.pod.service_account.clone(),
+            spiffe_id: None,
+            workload_pid: None,
+            proxy_pid: None,
+        };
+        if p.pod.sidecar || p.pod.gateway {
+            if p.pod.gateway {
+                crate::cmd::run(
+                    "ip",
+                    &["netns", "exec", &netns, "sysctl", "-qw", "net.ipv4.ip_unprivileged_port_start=0"],
+                    "cannot let the gateway bind ports below 1024",
+                )
+                .map_err(UpError::Local)?;
+            }
+            let rec = records.join(format!("{}.{}.jsonl", p.pod.namespace, p.pod.name));
+            std::fs::write(&rec, b"").map_err(|e| UpError::Io(rec.clone(), e))?;
+            let _ = nix::unistd::chown(&rec, Some(nix::unistd::Uid::from_raw(PROXY_UID)), Some(nix::unistd::Gid::from_raw(PROXY_UID)));
+            let env: BTreeMap<String, String> = [
+                ("VEIL_CA_ADDR", format!("https://{control_addr}")),
+                ("VEIL_CA_NAME", veil_control::server::CONTROL_PLANE_NAME.to_string()),
+                ("VEIL_ROOT_CERT", root_path.display().to_string()),
+                ("VEIL_TOKEN", cp.bootstrap_token(&spiffe)),
+                ("VEIL_SPIFFE_ID", spiffe.to_string()),
+                ("VEIL_POD", p.pod.name.clone()),
+                ("VEIL_NAMESPACE", p.pod.namespace.clone()),
+                ("VEIL_RECORDS", rec.display().to_string()),
+                ("VEIL_LOG", std::env::var("VEIL_LOG").unwrap_or_else(|_| "info".into())),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
+            let proc_ = spawn(
+                &journal,
+                &netns,
+                &ProcessSpec {
+                    program: options.veil_binary.clone(),
+                    args: vec!["proxy".into()],
+                    cwd: Some(state_dir.clone()),
+                    env,
+                    uid: Some(PROXY_UID),
+                    gid: Some(PROXY_UID),
+                    log_path: state_dir.join("logs").join(format!("{}.{}.proxy.log", p.pod.namespace, p.pod.name)),
+                },
+            )
+            .map_err(UpError::Local)?;
+            st.proxy_pid = Some(proc_.pid());
+            st.spiffe_id = Some(spiffe.to_string());
+            proxies.push((i, proc_));
+        }
+        states.push(st);
+    }
+    let deadline = Instant::now() + options.ready_timeout;
+    for (i, _) in &proxies {
+        let Some(p) = plan.pods.get(*i) else { continue };
+        if !wait_proxy_ready(p.pod.ip, deadline).await {
+            return Err(UpError::NotReady(format!(
+                "proxy of {}/{} is not ready; see {}",
+                p.pod.namespace,
+                p.pod.name,
+                state_dir.join("logs").join(format!("{}.{}.proxy.log", p.pod.namespace, p.pod.name)).display()
+            )));
+        }
+    }
+    say(format!("{} proxies ready (certificates issued, config received)", proxies.len()));
+    super::workloads::start(options, &journal, &plan, &mut states, deadline).await?;
+
+    let mut published = Vec::new();
+    let mut forwards = Vec::new();
+    for (i, p) in plan.pods.iter().enumerate().filter(|(_, p)| p.pod.gateway) {
+        let edge = addrs.next_edge().map_err(UpError::Local)?;
+        let netns = netns_name(p);
+        EdgeLink::create(&journal, &netns, edge.host, edge.ns).map_err(UpError::Local)?;
+        let cfg = input.proxy_config(&p.pod, &input.outbound());
+        for l in cfg.gateway.iter().flat_map(|g| g.listeners.iter()) {
+            let want = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), published_port(l.port));
+            let target = SocketAddr::new(IpAddr::V4(edge.ns.addr), l.port);
+            let fwd = match crate::forward::forward(&journal, want, target).await {
+                Ok(f) => f,
+                Err(_) => crate::forward::forward(&journal, SocketAddr::new(want.ip(), 0), target)
+                    .await
+                    .map_err(UpError::Local)?,
+            };
+            published.push(Published {
+                gateway: format!("{}/{}", p.pod.namespace, p.pod.name),
+                port: l.port,
+                protocol: format!("{:?}", l.protocol).to_uppercase(),
+                host: fwd.local_addr(),
+            });
+            forwards.push(fwd);
+        }
+        let _ = i;
+    }
+    let state = MeshState {
+        pid: std::process::id(),
+        dir: options.dir.clone(),
+        bridge: bridge.name.clone(),
+        control_plane: control_addr,
+        pods: states,
+        published,
+        ready_after_ms: started.elapsed().as_millis() as u64,
+    };
+    state.save(state_dir).map_err(UpError::Local)?;
+    super::summary::print(&state, &input);
+    plan.settings = input.settings.clone();
+    super::reload::serve(options, &plan, &cp, shutdown).await;
+    drop(forwards);
+    drop(proxies);
+    Ok(())
+}

@@ -1,0 +1,85 @@
+//! `veil proxy`: the process that runs inside a pod's network namespace as
+//! uid 1337. It proves its identity with a one-time bootstrap token, gets a
+//! certificate from the control plane's CA (its private key never leaves
+//! this process), subscribes to its config, and runs the data plane.
+//!
+//! Everything comes from the environment `veil up` (or an injector) sets:
+//! `VEIL_CA_ADDR`, `VEIL_CA_NAME`, `VEIL_ROOT_CERT` (path), `VEIL_TOKEN`,
+//! `VEIL_SPIFFE_ID`, `VEIL_POD`, `VEIL_NAMESPACE`, `VEIL_RECORDS` (path),
+//! `SECRET_TTL` (seconds, default 86400).
+
+use anyhow::{Context, Result};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
+use veil_identity::{request_certificate, spawn_rotation, CaAuth, CaClientConfig, SpiffeId, TrustBundle, WorkloadKey};
+use veil_proxy::{ConfigStreamSettings, Proxy, ProxySettings};
+
+fn env(name: &str) -> Result<String> {
+    std::env::var(name).with_context(|| format!("{name} is not set; `veil proxy` is started by `veil up` with its environment"))
+}
+
+/// Runs the proxy until SIGTERM/SIGINT.
+pub async fn run() -> Result<()> {
+    let root_path = env("VEIL_ROOT_CERT")?;
+    let root_pem = std::fs::read_to_string(&root_path).with_context(|| format!("reading mesh root {root_path}"))?;
+    let bundle = TrustBundle::from_pem(&root_pem)?;
+    let id: SpiffeId = env("VEIL_SPIFFE_ID")?.parse()?;
+    let ttl = Duration::from_secs(std::env::var("SECRET_TTL").ok().and_then(|s| s.parse().ok()).unwrap_or(86_400));
+    let ca = CaClientConfig { address: env("VEIL_CA_ADDR")?, server_name: env("VEIL_CA_NAME")?, root_pem: root_pem.clone() };
+    let key = WorkloadKey::generate()?;
+    let token = env("VEIL_TOKEN")?;
+    let mut attempt = 0u32;
+    let first = loop {
+        match request_certificate(&ca, &key, &id, CaAuth::Token(token.clone()), ttl).await {
+            Ok(c) => break c,
+            Err(e) if attempt < 20 => {
+                attempt += 1;
+                tracing::warn!(error = %e, attempt, "certificate request failed; retrying");
+                tokio::time::sleep(Duration::from_millis(250 * u64::from(attempt.min(8)))).await;
+            }
+            Err(e) => return Err(e).context("could not get a workload certificate from the control plane"),
+        }
+    };
+    tracing::info!(identity = %id, "workload certificate issued");
+    let certs = spawn_rotation(ca.clone(), id.clone(), first, ttl);
+    let config = veil_proxy::watch_config(
+        ConfigStreamSettings {
+            address: ca.address.clone(),
+            server_name: ca.server_name.clone(),
+            root_pem,
+            pod: env("VEIL_POD")?,
+            namespace: env("VEIL_NAMESPACE")?,
+        },
+        certs.clone(),
+    )
+    .await?;
+    let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+    let settings = ProxySettings {
+        inbound_addr: SocketAddr::new(any, 15006),
+        outbound_addr: SocketAddr::new(any, 15001),
+        admin_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 15000),
+        readiness_addr: SocketAddr::new(any, 15021),
+        app_host: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        records_path: std::env::var_os("VEIL_RECORDS").map(Into::into),
+        connect_timeout: Duration::from_secs(5),
+        handshake_timeout: Duration::from_secs(10),
+    };
+    let proxy = Proxy::bind(settings, config, certs, bundle).await?;
+    proxy.run(shutdown_signal()).await?;
+    Ok(())
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let term = signal(SignalKind::terminate());
+    let int = signal(SignalKind::interrupt());
+    match (term, int) {
+        (Ok(mut t), Ok(mut i)) => {
+            tokio::select! { _ = t.recv() => {}, _ = i.recv() => {} }
+        }
+        _ => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
