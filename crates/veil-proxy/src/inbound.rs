@@ -31,7 +31,7 @@ pub enum InboundError {
     PlaintextToStrict { port: u16 },
     #[error("TLS connection without an istio ALPN (offered {alpn:?}) to STRICT port {port} refused: mesh mTLS required")]
     NonMeshTls { port: u16, alpn: Vec<String> },
-    #[error("no TLS ClientHello within {ms} ms on STRICT port {port}: refused, mesh mTLS required")]
+    #[error("client sent nothing within {ms} ms on STRICT port {port} (a plaintext client of a server-first protocol such as MySQL waits for the server): refused, mesh mTLS required")]
     NoClientHello { port: u16, ms: u128 },
     #[error("mesh mTLS handshake on port {port} failed: {source}; the client must present a certificate issued by the mesh CA")]
     Handshake { port: u16, source: std::io::Error },
@@ -97,7 +97,11 @@ async fn handle(shared: &Shared, downstream: TcpStream, peer: SocketAddr) {
 
 async fn strict(conn: &Conn<'_>, downstream: TcpStream) -> Result<(), InboundError> {
     let port = conn.dst.port();
-    let timeout = conn.shared.settings.handshake_timeout;
+    // A mesh client sends its ClientHello as soon as TCP connects, so a
+    // client silent for a second is a plaintext (server-first) client:
+    // refuse it then, with the reason, instead of holding it open.
+    let silent_after = Duration::from_millis(conn.config.inbound.sniff_timeout_ms.max(1000));
+    let timeout = silent_after.min(conn.shared.settings.handshake_timeout);
     match classify(&downstream, timeout).await {
         FirstBytes::MeshTls { .. } => {}
         FirstBytes::Plaintext => return Err(InboundError::PlaintextToStrict { port }),
