@@ -125,7 +125,13 @@ async fn permissive(conn: &Conn<'_>, downstream: TcpStream, protocol: Protocol) 
             _ = app.peek(&mut app_byte) => false,
         };
         if !client_first {
-            return forward_plain(conn, downstream, Some(app), "plaintext").await;
+            // The app spoke first. A mesh client's ClientHello may still be
+            // in flight (it is sent as soon as TCP connects), so give the
+            // client the short sniff window before calling it plaintext.
+            let grace = Duration::from_millis(conn.config.inbound.sniff_timeout_ms);
+            if tokio::time::timeout(grace, downstream.peek(&mut client_byte)).await.is_err() {
+                return forward_plain(conn, downstream, Some(app), "plaintext").await;
+            }
         }
         return sniff_and_forward(conn, downstream, Some(app)).await;
     }
