@@ -212,6 +212,18 @@ fn down_leaves_no_namespace_link_rule_or_process() {
     assert!(status.is_some(), "veil up exited after veil down");
     assert_eq!(leftovers(), Vec::<String>::new());
     for pid in pids {
-        assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process {pid} still running");
+        // A killed process may take a moment to go; a zombie no longer runs.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.split(") ").nth(1).is_some_and(|r| r.starts_with('Z')) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let cmd = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default().replace('\0', " ");
+        let zombie = stat.split(") ").nth(1).is_some_and(|r| r.starts_with('Z'));
+        assert!(stat.is_empty() || zombie, "process {pid} still running after veil down: {cmd} ({stat})");
     }
 }
