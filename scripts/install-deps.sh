@@ -6,7 +6,7 @@
 set -euo pipefail
 
 PACKAGES=(
-    iproute2 iptables procps psmisc curl openssl ca-certificates
+    iproute2 iptables procps psmisc curl openssl ca-certificates jq
     tcpdump tshark
     mariadb-server mariadb-client
     apache2 libapache2-mod-php php-mysql
