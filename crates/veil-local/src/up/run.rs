@@ -89,6 +89,27 @@ fn mkdir(path: &Path, mode: u32) -> Result<(), UpError> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(|e| UpError::Io(path.to_path_buf(), e))
 }
 
+/// The proxies run as uid 1337 and read the mesh root and write their
+/// records under the state directory: every ancestor must let others in.
+fn check_reachable_by_proxies(state_dir: &Path) -> Result<(), UpError> {
+    use std::os::unix::fs::PermissionsExt;
+    let abs = state_dir.canonicalize().map_err(|e| UpError::Io(state_dir.to_path_buf(), e))?;
+    for dir in abs.ancestors() {
+        let mode = std::fs::metadata(dir).map_err(|e| UpError::Io(dir.to_path_buf(), e))?.permissions().mode();
+        if mode & 0o001 == 0 {
+            return Err(UpError::Plan(format!(
+                "the state directory {} is not reachable by the proxies (uid {PROXY_UID}): {} has mode {:o} without o+x; \
+                 use a state directory under /var/lib (the default) or `chmod o+x {}`",
+                abs.display(),
+                dir.display(),
+                mode & 0o777,
+                dir.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Runs the mesh of `options.dir` until `shutdown` resolves, then removes
 /// everything it created. A directory with errors starts nothing.
 ///
@@ -107,6 +128,7 @@ pub async fn run(mut options: UpOptions, shutdown: impl std::future::Future<Outp
         }
     }
     mkdir(&options.state_dir, 0o755)?;
+    check_reachable_by_proxies(&options.state_dir)?;
     let leftovers = crate::teardown::teardown(&options.state_dir).map_err(UpError::Local)?;
     if !leftovers.removed.is_empty() {
         say(format!("removed {} leftover item(s) of an earlier run", leftovers.removed.len()));
