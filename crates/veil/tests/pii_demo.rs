@@ -248,3 +248,29 @@ fn down_leaves_no_namespace_link_rule_or_process() {
         assert!(stat.is_empty() || zombie, "process {pid} still running after veil down: {cmd} ({stat})");
     }
 }
+
+#[test]
+fn status_shows_the_pods_and_ctrl_c_removes_everything() {
+    let dir = copy_example("pii-demo");
+    let mut mesh = Mesh::up(dir.path());
+    let status = run(Command::new(veil()).arg("status").arg("--state-dir").arg(mesh.state_dir()));
+    let t = text(&status);
+    assert!(status.status.success(), "{t}");
+    for want in [
+        "httpd-server",
+        "mysql-server",
+        "istio-ingressgateway",
+        "spiffe://cluster.local/ns/pii-demo/sa/mysql-server",
+        "Running",
+        "published at 127.0.0.1:",
+    ] {
+        assert!(t.contains(want), "status lacks {want:?}:\n{t}");
+    }
+    let json = run(Command::new(veil()).args(["status", "-o", "json", "--state-dir"]).arg(mesh.state_dir()));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status -o json is JSON");
+    assert_eq!(v["pods"].as_array().map(Vec::len), Some(3));
+    assert!(!leftovers().is_empty(), "control: the running mesh is visible to the check");
+    let exit = mesh.stop();
+    assert!(exit.is_some_and(|s| s.success()), "veil up exits cleanly on Ctrl-C: {exit:?}\n{}", mesh.log());
+    assert_eq!(leftovers(), Vec::<String>::new(), "{}", mesh.log());
+}

@@ -48,9 +48,24 @@ pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
-/// Holds the machine-wide lock of the tests that run or check a mesh.
-pub fn lock() -> MutexGuard<'static, ()> {
-    MESH_LOCK.lock().unwrap_or_else(|p| p.into_inner())
+/// The machine-wide lock of the tests that run or check a mesh: a mutex for
+/// the threads of this test binary, and an exclusive `flock` on a file for
+/// other test binaries (every mesh uses the bridge `veil0`).
+pub struct MeshLock {
+    _file: nix::fcntl::Flock<std::fs::File>,
+    _guard: MutexGuard<'static, ()>,
+}
+
+pub fn lock() -> MeshLock {
+    let guard = MESH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open("/tmp/veil-e2e.lock")
+        .expect("open /tmp/veil-e2e.lock");
+    let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).expect("flock");
+    MeshLock { _file: file, _guard: guard }
 }
 
 /// A running `veil up`, stopped (and `veil down` run) on drop.
@@ -59,14 +74,14 @@ pub struct Mesh {
     pub state: tempfile::TempDir,
     pub dir: PathBuf,
     pub output: Arc<Mutex<String>>,
-    _lock: MutexGuard<'static, ()>,
+    _lock: MeshLock,
 }
 
 impl Mesh {
     /// Starts `veil up DIR` and waits (≤ 180 s) for "mesh ready".
     pub fn up(dir: &Path) -> Mesh {
         assert_root();
-        let lock = MESH_LOCK.lock().unwrap_or_else(|p| p.into_inner());
+        let lock = lock();
         let state = tempfile::tempdir().expect("state dir");
         let _ = Command::new("chmod").arg("755").arg(state.path()).status();
         let mut child = Command::new(veil())
@@ -171,10 +186,10 @@ impl Mesh {
         child
     }
 
-    /// Stops `veil up` with SIGTERM and waits for it (≤ 60 s).
+    /// Stops `veil up` as Ctrl-C does (SIGINT) and waits for it (≤ 60 s).
     pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(s)) = self.child.try_wait() {
