@@ -317,7 +317,7 @@ fn state_err(action: &'static str, path: &Path, source: std::io::Error) -> Ident
 }
 
 /// Writes `data` to `path` through a temporary file and rename, with `mode`.
-fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), IdentityError> {
+pub(crate) fn write_file(path: &Path, data: &[u8], mode: u32) -> Result<(), IdentityError> {
     let tmp = path.with_extension("pem.tmp");
     let _ = fs::remove_file(&tmp);
     let mut file = fs::OpenOptions::new()

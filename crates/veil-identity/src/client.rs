@@ -49,6 +49,16 @@ impl WorkloadKey {
         Ok(params.serialize_request(&self.key)?.pem()?)
     }
 
+    /// Pairs a PEM chain (leaf first) issued for this key with the key.
+    ///
+    /// # Errors
+    /// [`IdentityError::Pem`] or [`IdentityError::KeyMismatch`] when the chain
+    /// is not PEM or was issued for another key.
+    pub fn certificate_from_pem(&self, chain_pem: &str) -> Result<WorkloadCertificate, IdentityError> {
+        let chain = parse_certs(chain_pem, "certificate chain")?;
+        WorkloadCertificate::from_der(chain, self.private_key())
+    }
+
     fn private_key(&self) -> PrivateKeyDer<'static> {
         PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()))
     }

@@ -9,6 +9,7 @@ mod ca;
 mod cert;
 mod client;
 mod error;
+mod export;
 mod rotation;
 mod service;
 mod spiffe;
@@ -23,6 +24,7 @@ pub use ca::{
 pub use cert::{TrustBundle, WorkloadCertificate};
 pub use client::{request_certificate, CaAuth, CaClientConfig, WorkloadKey};
 pub use error::IdentityError;
+pub use export::{write_cert_files, CHAIN_FILE, KEY_FILE, ROOT_FILE};
 pub use rotation::spawn_rotation;
 pub use service::{CaService, SECRET_TTL};
 pub use spiffe::{SpiffeId, TrustDomain};

@@ -42,6 +42,9 @@ pub async fn run() -> Result<()> {
     };
     tracing::info!(identity = %id, "workload certificate issued");
     let certs = spawn_rotation(ca.clone(), id.clone(), first, ttl);
+    if let Some(dir) = std::env::var_os("OUTPUT_CERTS") {
+        spawn_output_certs(dir.into(), certs.clone(), root_pem.clone());
+    }
     let config = veil_proxy::watch_config(
         ConfigStreamSettings {
             address: ca.address.clone(),
@@ -67,6 +70,28 @@ pub async fn run() -> Result<()> {
     let proxy = Proxy::bind(settings, config, certs, bundle).await?;
     proxy.run(shutdown_signal()).await?;
     Ok(())
+}
+
+/// Istio's `OUTPUT_CERTS`: keeps `key.pem`, `cert-chain.pem` and
+/// `root-cert.pem` in `dir` equal to the current certificate, rewriting them
+/// on every rotation, for software beside the proxy that is not in the mesh.
+fn spawn_output_certs(
+    dir: std::path::PathBuf,
+    mut certs: tokio::sync::watch::Receiver<std::sync::Arc<veil_identity::WorkloadCertificate>>,
+    root_pem: String,
+) {
+    tokio::spawn(async move {
+        loop {
+            let cert = certs.borrow_and_update().clone();
+            match veil_identity::write_cert_files(&dir, &cert, &root_pem) {
+                Ok(()) => tracing::info!(dir = %dir.display(), identity = %cert.spiffe_id, "wrote OUTPUT_CERTS"),
+                Err(e) => tracing::error!(error = %e, "cannot write OUTPUT_CERTS"),
+            }
+            if certs.changed().await.is_err() {
+                return;
+            }
+        }
+    });
 }
 
 /// Resolves on SIGTERM or SIGINT.

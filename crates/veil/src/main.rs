@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod agent;
+mod cert;
 mod commands;
 
 use clap::{Parser, Subcommand};
@@ -72,9 +73,35 @@ enum Command {
     Validate {
         dir: PathBuf,
     },
+    /// Certificates for software outside the mesh.
+    #[command(subcommand)]
+    Cert(CertCommand),
     /// Run the sidecar or gateway proxy (started by `veil up` inside a pod).
     #[command(hide = true)]
     Proxy,
+}
+
+#[derive(Subcommand)]
+enum CertCommand {
+    /// Write `key.pem`, `cert-chain.pem`, `root-cert.pem` (mode 0600) for an
+    /// identity, signed by the mesh CA in the state directory, so that a
+    /// third-party proxy can speak mesh mTLS (ALPN `istio`). Istio's `OUTPUT_CERTS`.
+    Export {
+        /// `<namespace>/<service-account>`.
+        #[arg(long)]
+        identity: String,
+        /// Directory to write into (created with mode 0700).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Certificate lifetime in seconds (Istio's `SECRET_TTL`).
+        #[arg(long, default_value_t = 86_400)]
+        ttl: u64,
+        /// Keep running and rewrite the files at half-life (rotation) until Ctrl-C.
+        #[arg(long)]
+        watch: bool,
+        #[command(flatten)]
+        state: commands::StateArgs,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -91,6 +118,10 @@ fn main() -> std::process::ExitCode {
         }
         Command::Validate { dir } => commands::validate(&dir),
         Command::Proxy => commands::proxy(),
+        Command::Cert(CertCommand::Export { identity, dir, ttl, watch, state }) => {
+            cert::export(&state.state_dir, &identity, &dir, std::time::Duration::from_secs(ttl), watch)
+                .map(|()| std::process::ExitCode::SUCCESS)
+        }
     };
     match result {
         Ok(code) => code,
