@@ -11,9 +11,10 @@ PACKAGES=(
     mariadb-server mariadb-client
     apache2 libapache2-mod-php php-mysql
     protobuf-compiler
+    stunnel4 haproxy iperf3 wrk
 )
 # package -> system service it may start
-declare -A SERVICES=([mariadb-server]=mariadb [apache2]=apache2)
+declare -A SERVICES=([mariadb-server]=mariadb [apache2]=apache2 [haproxy]=haproxy)
 
 log() { echo "install-deps: $*"; }
 

@@ -3,6 +3,8 @@
 //! block-style YAML. Flow-style collections are not descended into; lookups then fall back
 //! to the nearest indexed parent.
 
+use crate::meta::Source;
+use crate::split::split_documents;
 use std::collections::HashMap;
 
 /// Field path → 1-based absolute line, for one document.
@@ -101,6 +103,25 @@ impl LineIndex {
             path = path.get(..cut)?;
         }
     }
+}
+
+/// The 1-based line of `field` (a path such as `spec.portLevelMtls.8000` or
+/// `spec.servers[0].tls.credentialName`, the form [`crate::ConfigError::field`] uses) in the
+/// document that starts at `source`, or of its nearest indexed parent. It reads
+/// `source.file` again, so it is only right while the file is unchanged since loading.
+///
+/// Returns `None` when the file cannot be read or has no document whose first key is on
+/// `source.line` (e.g. a snapshot built from a string that is not the file's text).
+pub fn field_line(source: &Source, field: &str) -> Option<u32> {
+    let text = std::fs::read_to_string(&source.file).ok()?;
+    split_documents(&text).into_iter().find_map(|(chunk, first_line)| {
+        let index = LineIndex::build(chunk, first_line);
+        if index.first_key == Some(source.line) {
+            index.line_of(field)
+        } else {
+            None
+        }
+    })
 }
 
 /// Splits `key: value` (key plain or quoted); `None` when the line is not a mapping entry.

@@ -42,6 +42,7 @@ pub use k8s::{
     PodTemplate, PodTemplateMeta, SecretSpec, ServiceAccountSpec, ServicePort, ServiceSpec,
     ServiceType, TargetPort, WorkloadSpec,
 };
+pub use index::field_line;
 pub use load::{load_dir, load_str, snapshot_from_str, LOCAL_RUNTIME_FILE};
 pub use meta::{LabelSelector, ObjectMeta, Resource, Source, WorkloadSelector, DEFAULT_NAMESPACE};
 pub use snapshot::{AnyResource, Snapshot, Workload, WorkloadKind};

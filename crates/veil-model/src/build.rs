@@ -1,18 +1,19 @@
 //! Computes the `ProxyConfig` of every proxy from a [`MeshInput`].
 //!
 //! Inbound: the effective `PeerAuthentication` per workload port (see
-//! `crate::authn`). Outbound: every Service port with its endpoints, and for
-//! each endpoint whether the client sends mesh mTLS — Istio's auto-mTLS
-//! (spec §1.4): mTLS to endpoints that have a sidecar and whose effective
-//! mode on that port is not DISABLE, plaintext otherwise, and plaintext for
-//! the whole service when its namespace (or mesh) mode is DISABLE.
+//! `crate::authn`). Outbound, per client: every Service port with its
+//! endpoints (and its DestinationRule subsets' endpoints), and for each
+//! endpoint how the client connects — the DestinationRule that applies to
+//! that client (`crate::dr`), else auto-mTLS (`crate::client_tls`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 use crate::authn::{effective_authn, namespace_mode, PeerAuthn};
+use crate::client_tls::{upstream_tls, Destination, EndpointFacts};
 use crate::config::*;
-use crate::registry::{Pod, Registry};
+use crate::dr::{self, DestinationRule, EffectivePolicy};
+use crate::registry::{selector_matches, Labels, Pod, Registry, ServicePort};
 use crate::routes::{gateway_listeners, GatewayServer, VsHttpRoute, VsTcpRoute};
 
 /// Mesh-wide settings (Istio's MeshConfig subset Veil honours).
@@ -49,6 +50,9 @@ pub struct MeshInput {
     pub registry: Registry,
     #[serde(skip)]
     pub peer_authentications: Vec<PeerAuthn>,
+    /// Every DestinationRule (client TLS, load balancer, subsets).
+    #[serde(default)]
+    pub destination_rules: Vec<DestinationRule>,
     pub gateway_servers: Vec<GatewayServer>,
     pub http_routes: Vec<VsHttpRoute>,
     pub tcp_routes: Vec<VsTcpRoute>,
@@ -79,53 +83,89 @@ impl MeshInput {
         Inbound { mode: eff.mode, ports: ports.into_values().collect(), sniff_timeout_ms: self.settings.sniff_timeout_ms }
     }
 
-    /// How a client reaches `endpoint` on workload port `port` (auto-mTLS).
-    fn upstream_tls(&self, endpoint: &Pod, port: u16, identities: &[String], sni: &str, ns_disabled: bool) -> UpstreamTls {
-        if !self.settings.auto_mtls || ns_disabled || !endpoint.sidecar {
-            return UpstreamTls::Disable;
-        }
-        let (mode, _) = self.inbound(endpoint).port(port);
-        if mode == MtlsMode::Disable {
-            return UpstreamTls::Disable;
-        }
-        UpstreamTls::IstioMutual { identities: identities.to_vec(), sni: sni.to_string() }
+    /// The outbound section as a client in namespace `default` without
+    /// labels sees it. DestinationRule lookup depends on the client's
+    /// namespace (and labels, for `workloadSelector`): use
+    /// [`MeshInput::outbound_for`] for a given client.
+    pub fn outbound(&self) -> Outbound {
+        self.outbound_in(veil_api::DEFAULT_NAMESPACE, None, &mut InboundCache::default())
     }
 
-    /// Every Service port with endpoints and per-endpoint TLS.
-    pub fn outbound(&self) -> Outbound {
+    /// Every Service port with its endpoints and per-endpoint TLS, as the
+    /// proxy of `client` sees them (see `crate::client_tls`).
+    pub fn outbound_for(&self, client: &Pod) -> Outbound {
+        self.outbound_in(&client.namespace, Some(&client.labels), &mut InboundCache::default())
+    }
+
+    fn outbound_in(&self, client_ns: &str, labels: Option<&Labels>, cache: &mut InboundCache) -> Outbound {
+        let root = &self.settings.root_namespace;
+        let domain = &self.settings.domain;
+        let client = dr::Client { namespace: client_ns, labels };
         let mut services = Vec::new();
         for svc in &self.registry.services {
-            let hostname = svc.hostname(&self.settings.domain);
+            let hostname = svc.hostname(domain);
+            let target = dr::Target { host: &hostname, namespace: &svc.namespace };
+            let rule = dr::lookup(&self.destination_rules, client, target, root, domain);
             let pods: Vec<&Pod> = self.registry.pods.iter().filter(|p| svc.selects(p)).collect();
             let mut identities: Vec<String> = pods.iter().map(|p| self.spiffe_id(p)).collect();
             identities.sort();
             identities.dedup();
-            let ns_disabled = namespace_mode(&self.peer_authentications, &svc.namespace, &self.settings.root_namespace)
-                == Some(MtlsMode::Disable);
+            let namespace_mode = namespace_mode(&self.peer_authentications, &svc.namespace, root);
             for sp in &svc.ports {
-                let sni = format!("outbound_.{}_._.{}", sp.port, hostname);
-                let endpoints = pods
-                    .iter()
-                    .filter_map(|p| {
-                        let target = sp.target_on(p)?;
-                        Some(Endpoint {
-                            ip: p.ip,
-                            port: target,
-                            pod: p.name.clone(),
-                            tls: self.upstream_tls(p, target, &identities, &sni, ns_disabled),
-                        })
-                    })
-                    .collect();
+                let mut dest = Destination {
+                    host: &hostname,
+                    port: sp.port,
+                    subset: None,
+                    identities: &identities,
+                    namespace_mode,
+                    base_dir: rule.as_ref().and_then(|r| r.base_dir.as_deref()),
+                };
+                let policy = rule.as_ref().map(|r| r.effective(sp.port, None)).unwrap_or_default();
+                let endpoints = self.endpoints(&pods, sp, &policy, &dest, None, cache);
+                let mut subsets = BTreeMap::new();
+                for s in rule.iter().flat_map(|r| r.subsets.iter()) {
+                    let policy = rule.as_ref().map(|r| r.effective(sp.port, Some(&s.name))).unwrap_or_default();
+                    dest.subset = Some(&s.name);
+                    subsets.insert(s.name.clone(), self.endpoints(&pods, sp, &policy, &dest, Some(&s.labels), cache));
+                }
                 services.push(OutboundService {
                     hostname: hostname.clone(),
                     cluster_ip: svc.cluster_ip,
                     port: sp.port,
                     protocol: sp.protocol(),
                     endpoints,
+                    subsets,
                 });
             }
         }
         Outbound { services }
+    }
+
+    /// The endpoints of Service port `sp` among `pods` (only those whose
+    /// labels include `subset_labels`), each with its TLS.
+    fn endpoints(
+        &self,
+        pods: &[&Pod],
+        sp: &ServicePort,
+        policy: &EffectivePolicy,
+        dest: &Destination,
+        subset_labels: Option<&Labels>,
+        cache: &mut InboundCache,
+    ) -> Vec<Endpoint> {
+        pods.iter()
+            .filter(|p| subset_labels.is_none_or(|l| selector_matches(l, &p.labels)))
+            .filter_map(|p| {
+                let target = sp.target_on(p)?;
+                let (mode, _) = cache.get(self, p).port(target);
+                let facts = EndpointFacts { sidecar: p.sidecar, mode };
+                Some(Endpoint {
+                    ip: p.ip,
+                    port: target,
+                    pod: p.name.clone(),
+                    tls: upstream_tls(policy, dest, facts, self.settings.auto_mtls),
+                })
+            })
+            .collect()
     }
 
     /// The config of one proxy.
@@ -156,14 +196,43 @@ impl MeshInput {
         }
     }
 
-    /// The configs of every pod that runs a proxy (sidecar or gateway).
+    /// The configs of every pod that runs a proxy (sidecar or gateway). The
+    /// outbound section is computed once per client namespace (and set of
+    /// matching `workloadSelector` DestinationRules).
     pub fn proxy_configs(&self) -> Vec<ProxyConfig> {
-        let outbound = self.outbound();
-        self.registry
-            .pods
-            .iter()
-            .filter(|p| p.sidecar || p.gateway)
-            .map(|p| self.proxy_config(p, &outbound))
-            .collect()
+        let mut cache = InboundCache::default();
+        let mut outbounds: BTreeMap<(String, Vec<usize>), Outbound> = BTreeMap::new();
+        let mut out = Vec::new();
+        for p in self.registry.pods.iter().filter(|p| p.sidecar || p.gateway) {
+            let selected: Vec<usize> = self
+                .destination_rules
+                .iter()
+                .enumerate()
+                .filter(|(_, r)| {
+                    r.namespace == p.namespace && r.workload_selector.as_ref().is_some_and(|s| selector_matches(s, &p.labels))
+                })
+                .map(|(i, _)| i)
+                .collect();
+            let key = (p.namespace.clone(), selected);
+            let labels = (!key.1.is_empty()).then_some(&p.labels);
+            if !outbounds.contains_key(&key) {
+                let o = self.outbound_in(&p.namespace, labels, &mut cache);
+                outbounds.insert(key.clone(), o);
+            }
+            if let Some(o) = outbounds.get(&key) {
+                out.push(self.proxy_config(p, o));
+            }
+        }
+        out
+    }
+}
+
+/// Inbound settings per pod (`namespace/name`), computed once per build.
+#[derive(Default)]
+struct InboundCache(BTreeMap<(String, String), Inbound>);
+
+impl InboundCache {
+    fn get(&mut self, input: &MeshInput, pod: &Pod) -> &Inbound {
+        self.0.entry((pod.namespace.clone(), pod.name.clone())).or_insert_with(|| input.inbound(pod))
     }
 }

@@ -9,9 +9,11 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use veil_api::{LegacyMtlsMode, Snapshot, TargetPort as ApiTargetPort};
+use std::path::Path;
+use veil_api::{Snapshot, TargetPort as ApiTargetPort};
 
 use crate::authn::PeerAuthn;
+use crate::dr::DestinationRule;
 use crate::config::{MtlsMode, Protocol};
 use crate::registry::{parse_protocol, ContainerPort, Labels, Service, ServicePort, TargetPort};
 use crate::routes::{GatewayServer, VsHttpRoute, VsTcpRoute};
@@ -154,9 +156,8 @@ fn mode(m: veil_api::MtlsMode) -> Option<MtlsMode> {
     }
 }
 
-/// `PeerAuthentication`s, plus the legacy v1alpha1 `MeshPolicy default`
-/// (as a root-namespace policy) and namespace-wide `Policy` (no targets).
-/// Service-targeted legacy policies are handled by `crate::legacy` callers.
+/// `PeerAuthentication`s, plus every legacy v1alpha1 `MeshPolicy default`
+/// and `Policy` (see `crate::legacy`).
 pub fn peer_authentications(snapshot: &Snapshot, root_ns: &str) -> Vec<PeerAuthn> {
     let mut out: Vec<PeerAuthn> = snapshot
         .peer_authentications
@@ -174,34 +175,31 @@ pub fn peer_authentications(snapshot: &Snapshot, root_ns: &str) -> Vec<PeerAuthn
                 .flatten()
                 .filter_map(|(port, m)| Some((u16::try_from(*port).ok()?, mode(m.mode))))
                 .collect(),
+            legacy_target: None,
         })
         .collect();
-    let legacy = |m: Option<LegacyMtlsMode>| match m {
-        None => Some(MtlsMode::Disable),
-        Some(LegacyMtlsMode::Strict) => Some(MtlsMode::Strict),
-        Some(LegacyMtlsMode::Permissive) => Some(MtlsMode::Permissive),
-    };
-    for p in snapshot.mesh_policies.iter().filter(|p| p.meta.name == "default") {
-        out.push(PeerAuthn {
-            namespace: root_ns.to_string(),
-            name: format!("meshpolicy-{}", p.meta.name),
-            created: p.meta.creation_timestamp.clone(),
-            selector: None,
-            mode: legacy(p.spec.mtls_mode()),
-            port_level: BTreeMap::new(),
-        });
-    }
-    for p in snapshot.policies.iter().filter(|p| p.spec.targets.is_empty()) {
-        out.push(PeerAuthn {
-            namespace: p.namespace_or_default().to_string(),
-            name: format!("policy-{}", p.meta.name),
-            created: p.meta.creation_timestamp.clone(),
-            selector: None,
-            mode: legacy(p.spec.mtls_mode()),
-            port_level: BTreeMap::new(),
-        });
-    }
+    out.extend(crate::legacy::legacy_peer_authentications(snapshot, root_ns));
     out
+}
+
+/// The DestinationRules of the snapshot (see `crate::dr`).
+pub fn destination_rules(snapshot: &Snapshot) -> Vec<DestinationRule> {
+    snapshot
+        .destination_rules
+        .iter()
+        .map(|r| DestinationRule {
+            namespace: r.namespace_or_default().to_string(),
+            name: r.meta.name.clone(),
+            created: r.meta.creation_timestamp.clone(),
+            host: r.spec.host.clone(),
+            export_to: r.spec.export_to.clone(),
+            workload_selector: r.spec.workload_selector.as_ref().map(|w| w.match_labels.clone()),
+            traffic_policy: r.spec.traffic_policy.clone(),
+            subsets: r.spec.subsets.clone(),
+            base_dir: r.source.file.parent().map(Path::to_path_buf),
+            source: r.source.to_string(),
+        })
+        .collect()
 }
 
 fn server_protocol(p: veil_api::Protocol) -> Protocol {
@@ -216,19 +214,27 @@ fn qualify_gateway(name: &str, vs_ns: &str) -> String {
     }
 }
 
-/// Gateway servers and the HTTP/TCP routes of every VirtualService.
+/// Gateway servers (with their TLS settings and the Secrets their
+/// `credentialName` may name) and the HTTP, TCP and TLS routes of every
+/// VirtualService (`tls` routes are [`VsTcpRoute`]s with `sni_hosts`).
 pub fn routing(snapshot: &Snapshot) -> (Vec<GatewayServer>, Vec<VsHttpRoute>, Vec<VsTcpRoute>) {
+    use veil_api::Protocol as P;
     let mut servers = Vec::new();
     for g in &snapshot.gateways {
         let gw = format!("{}/{}", g.namespace_or_default(), g.meta.name);
         for s in &g.spec.servers {
             let Ok(port) = u16::try_from(s.port.number) else { continue };
+            let credential = s.tls.as_ref().and_then(|t| t.credential_name.as_deref());
             servers.push(GatewayServer {
                 gateway: gw.clone(),
                 selector: g.spec.selector.clone(),
                 port,
                 protocol: server_protocol(s.port.protocol),
                 hosts: s.hosts.clone(),
+                http: matches!(s.port.protocol, P::Http | P::Https | P::Http2 | P::Grpc | P::GrpcWeb),
+                tls: s.tls.clone(),
+                base_dir: g.source.file.parent().map(Path::to_path_buf),
+                secrets: credential.map(|c| crate::credentials::secrets_for(snapshot, c)).unwrap_or_default(),
             });
         }
     }
@@ -291,6 +297,24 @@ pub fn routing(snapshot: &Snapshot) -> (Vec<GatewayServer>, Vec<VsHttpRoute>, Ve
                     port,
                     destination: dest.destination.host.clone(),
                     destination_port: dest_port,
+                    sni_hosts: None,
+                    hosts: vs.spec.hosts.clone(),
+                });
+            }
+        }
+        for r in &vs.spec.tls {
+            let Some(dest) = r.route.first() else { continue };
+            let dest_port = dest.destination.port.and_then(|p| u16::try_from(p.number).ok());
+            for m in &r.matches {
+                tcp.push(VsTcpRoute {
+                    source: source.clone(),
+                    namespace: ns.clone(),
+                    gateways: gateways.clone(),
+                    port: m.port.and_then(|p| u16::try_from(p).ok()),
+                    destination: dest.destination.host.clone(),
+                    destination_port: dest_port,
+                    sni_hosts: Some(m.sni_hosts.clone()),
+                    hosts: vs.spec.hosts.clone(),
                 });
             }
         }

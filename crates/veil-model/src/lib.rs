@@ -5,10 +5,15 @@
 //! resources and ships its output, `veil-proxy` executes the output.
 #![forbid(unsafe_code)]
 
+pub mod analyze;
 pub mod authn;
 pub mod build;
+pub mod client_tls;
 pub mod config;
+pub mod credentials;
+pub mod dr;
 pub mod from_api;
+pub mod legacy;
 pub mod record;
 pub mod registry;
 pub mod routes;

@@ -19,7 +19,8 @@ pub struct ConnectionRecord {
     pub pod: String,
     pub src: SocketAddr,
     pub dst: SocketAddr,
-    /// `mesh-mtls`, `plaintext` or `tls-passthrough`.
+    /// `mesh-mtls`, `plaintext`, `tls-passthrough`, or `tls` (TLS the proxy
+    /// originated for a DestinationRule SIMPLE / MUTUAL).
     pub security: String,
     /// Negotiated ALPN, if any.
     #[serde(default)]

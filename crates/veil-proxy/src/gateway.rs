@@ -1,51 +1,78 @@
 //! Gateway listeners (`ProxyConfig::gateway`): one listener per Gateway
-//! server port, HTTP routed per request (Istio `VirtualService` HTTP routes
-//! bound to the gateway: first route whose hosts and URI prefix match), TCP
-//! forwarded to one destination; both into the mesh over mTLS per the
-//! destination endpoint's `UpstreamTls`.
+//! server port. Plaintext HTTP is routed per request (Istio `VirtualService`
+//! HTTP routes bound to the gateway: first route whose hosts and URI match;
+//! none: 404), or answered with a 301 to `https://<host><path>` for hosts of
+//! a server with `tls.httpsRedirect`. TCP goes to one destination. TLS ports
+//! (`gateway_tls`) pick a server by SNI, terminate or pass the client's TLS
+//! through, and then use the same HTTP routing or TCP forwarding. Every
+//! destination is reached over mesh mTLS per its endpoint's `UpstreamTls`.
 //!
-//! Listeners are re-bound when the config's set of (port, protocol) changes.
+//! Listeners are re-bound when the config's set of (port, kind) changes.
 
 use crate::proxy::Shared;
 use crate::records;
 use crate::upstream::{self, Upstream, UpstreamError};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use veil_model::{GatewayListener, Protocol};
+use veil_model::{GatewayListener, GatewayTlsServer, HttpRoute, RouteDestination};
 
 /// Pause before retrying listeners that failed to bind, in seconds.
 const REBIND_RETRY_SECS: u64 = 5;
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
+/// What a gateway port serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Http,
+    Tcp,
+    Tls,
+}
+
+fn kind(listener: &GatewayListener) -> Kind {
+    if !listener.tls_servers.is_empty() {
+        Kind::Tls
+    } else if listener.protocol.is_http() {
+        Kind::Http
+    } else {
+        Kind::Tcp
+    }
+}
+
+/// Logs each server that cannot serve, once per distinct error.
+fn log_server_errors(listeners: &[GatewayListener], logged: &mut Vec<String>) {
+    let errors: Vec<String> =
+        listeners.iter().flat_map(|l| l.tls_servers.iter()).filter_map(|s| s.error.clone()).collect();
+    for e in errors.iter().filter(|e| !logged.contains(e)) {
+        tracing::error!("gateway server refuses every handshake: {e}");
+    }
+    *logged = errors;
+}
+
 /// Keeps one listener task per gateway port in line with the config, until aborted.
 pub(crate) async fn supervise(shared: Arc<Shared>) {
     let mut config = shared.config.clone();
-    let mut running: HashMap<u16, (Protocol, JoinSet<()>)> = HashMap::new();
+    let mut running: HashMap<u16, (Kind, JoinSet<()>)> = HashMap::new();
+    let mut logged = Vec::new();
     loop {
-        let wanted: HashMap<u16, Protocol> = config
-            .borrow_and_update()
-            .gateway
-            .iter()
-            .flat_map(|g| g.listeners.iter())
-            .map(|l| (l.port, l.protocol))
-            .collect();
-        let stale: Vec<u16> = running
-            .iter()
-            .filter(|(port, (protocol, _))| wanted.get(*port) != Some(protocol))
-            .map(|(port, _)| *port)
-            .collect();
+        let listeners: Vec<GatewayListener> =
+            config.borrow_and_update().gateway.iter().flat_map(|g| g.listeners.iter().cloned()).collect();
+        log_server_errors(&listeners, &mut logged);
+        let wanted: HashMap<u16, Kind> = listeners.iter().map(|l| (l.port, kind(l))).collect();
+        let stale: Vec<u16> =
+            running.iter().filter(|(port, (k, _))| wanted.get(*port) != Some(k)).map(|(port, _)| *port).collect();
         for port in stale {
             if let Some((_, mut task)) = running.remove(&port) {
                 task.shutdown().await;
@@ -53,7 +80,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
             }
         }
         let mut failed = false;
-        for (port, protocol) in wanted {
+        for (port, kind) in wanted {
             if running.contains_key(&port) {
                 continue;
             }
@@ -61,13 +88,13 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
             match TcpListener::bind(addr).await {
                 Ok(listener) => {
                     let mut task = JoinSet::new();
-                    if protocol.is_http() {
-                        task.spawn(serve_http(listener, shared.clone(), port));
-                    } else {
-                        task.spawn(serve_tcp(listener, shared.clone(), port));
-                    }
-                    tracing::info!(port, ?protocol, "gateway listener bound");
-                    running.insert(port, (protocol, task));
+                    match kind {
+                        Kind::Http => task.spawn(serve_http(listener, shared.clone(), port)),
+                        Kind::Tcp => task.spawn(serve_tcp(listener, shared.clone(), port)),
+                        Kind::Tls => task.spawn(crate::gateway_tls::serve(listener, shared.clone(), port)),
+                    };
+                    tracing::info!(port, ?kind, "gateway listener bound");
+                    running.insert(port, (kind, task));
                 }
                 Err(e) => {
                     failed = true;
@@ -86,23 +113,54 @@ pub(crate) async fn supervise(shared: Arc<Shared>) {
     }
 }
 
-fn listener_config(shared: &Shared, port: u16) -> Option<GatewayListener> {
+/// The current config of the listener on `port`.
+pub(crate) fn listener_config(shared: &Shared, port: u16) -> Option<GatewayListener> {
     shared.config().gateway.as_ref()?.listeners.iter().find(|l| l.port == port).cloned()
+}
+
+/// Which routes serve the requests of one connection.
+#[derive(Clone)]
+pub(crate) enum Routes {
+    /// The plaintext HTTP servers of a port, read from the config per request.
+    Plain(u16),
+    /// The TLS server the connection's SNI chose.
+    Tls(u16, Arc<GatewayTlsServer>),
+}
+
+impl Routes {
+    fn port(&self) -> u16 {
+        match self {
+            Routes::Plain(port) | Routes::Tls(port, _) => *port,
+        }
+    }
 }
 
 async fn serve_http(listener: TcpListener, shared: Arc<Shared>, port: u16) {
     loop {
         let (stream, peer) = crate::proxy::accept(&listener).await;
+        let _ = stream.set_nodelay(true);
+        tokio::spawn(serve_http_connection(stream, shared.clone(), peer, Routes::Plain(port), false));
+    }
+}
+
+/// Serves HTTP/1.1 (or HTTP/2 when `h2`, as ALPN chose) on `io` until the
+/// client closes.
+pub(crate) async fn serve_http_connection<I>(io: I, shared: Arc<Shared>, peer: SocketAddr, routes: Routes, h2: bool)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
         let shared = shared.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |req| {
-                let shared = shared.clone();
-                async move { Ok::<_, Infallible>(route_request(&shared, port, peer, req).await) }
-            });
-            let _ = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
+        let routes = routes.clone();
+        async move { Ok::<_, Infallible>(route_request(&shared, &routes, peer, req).await) }
+    });
+    let result = if h2 {
+        hyper::server::conn::http2::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(io), service).await
+    } else {
+        hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(io), service).await
+    };
+    if let Err(e) = result {
+        tracing::debug!(%peer, error = %e, "gateway HTTP connection ended with an error");
     }
 }
 
@@ -139,14 +197,64 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-async fn route_request(shared: &Shared, port: u16, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
+/// The first route whose hosts include `host` and whose URI matches `path`.
+fn find_route(routes: &[HttpRoute], host: &str, path: &str) -> Option<HttpRoute> {
+    routes
+        .iter()
+        .find(|r| {
+            r.hosts.iter().any(|h| host_matches(h, host))
+                && if r.exact { path == r.uri_prefix } else { path.starts_with(&r.uri_prefix) }
+        })
+        .cloned()
+}
+
+/// A 301 to `https://<host><path?query>` (Envoy `https_redirect`).
+fn https_redirect(host: &str, req: &Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let mut response = status(StatusCode::MOVED_PERMANENTLY, "");
+    if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{path}")) {
+        response.headers_mut().insert(http::header::LOCATION, location);
+    }
+    response
+}
+
+/// Makes a request received over HTTP/1.1 or HTTP/2 fit an HTTP/1.1
+/// upstream: origin-form URI, a `Host` header, and `x-forwarded-for`.
+fn prepare_upstream_request(req: &mut Request<Incoming>, peer: SocketAddr) {
+    if !req.headers().contains_key(http::header::HOST) {
+        if let Some(value) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            req.headers_mut().insert(http::header::HOST, value);
+        }
+    }
+    let origin = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    if let Ok(uri) = origin.parse::<Uri>() {
+        *req.uri_mut() = uri;
+    }
+    *req.version_mut() = Version::HTTP_11;
+    let forwarded = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+        Some(existing) => format!("{existing}, {}", peer.ip()),
+        None => peer.ip().to_string(),
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded) {
+        req.headers_mut().insert("x-forwarded-for", value);
+    }
+}
+
+async fn route_request(shared: &Shared, routes: &Routes, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
     let host = request_host(&req);
     let path = req.uri().path().to_string();
-    let route = listener_config(shared, port).and_then(|l| {
-        l.http_routes
-            .into_iter()
-            .find(|r| r.hosts.iter().any(|h| host_matches(h, &host)) && path.starts_with(&r.uri_prefix))
-    });
+    let port = routes.port();
+    let route = match routes {
+        Routes::Plain(port) => {
+            let listener = listener_config(shared, *port);
+            if listener.as_ref().is_some_and(|l| l.https_redirect_hosts.iter().any(|h| host_matches(h, &host))) {
+                tracing::debug!(%peer, port, %host, %path, "gateway: httpsRedirect");
+                return https_redirect(&host, &req);
+            }
+            listener.and_then(|l| find_route(&l.http_routes, &host, &path))
+        }
+        Routes::Tls(_, server) => find_route(&server.http_routes, &host, &path),
+    };
     let Some(route) = route else {
         tracing::debug!(%peer, port, %host, %path, "gateway: no route");
         return status(StatusCode::NOT_FOUND, "no route\n");
@@ -159,13 +267,7 @@ async fn route_request(shared: &Shared, port: u16, peer: SocketAddr, mut req: Re
             return status(StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable\n");
         }
     };
-    let forwarded = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(existing) => format!("{existing}, {}", peer.ip()),
-        None => peer.ip().to_string(),
-    };
-    if let Ok(value) = HeaderValue::from_str(&forwarded) {
-        req.headers_mut().insert("x-forwarded-for", value);
-    }
+    prepare_upstream_request(&mut req, peer);
     let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(upstream.stream)).await {
         Ok(pair) => pair,
         Err(e) => {
@@ -184,7 +286,7 @@ async fn route_request(shared: &Shared, port: u16, peer: SocketAddr, mut req: Re
 }
 
 /// Connects to a service by name and records the connection.
-async fn connect(shared: &Shared, host: &str, port: u16) -> Result<Upstream, UpstreamError> {
+pub(crate) async fn connect(shared: &Shared, host: &str, port: u16) -> Result<Upstream, UpstreamError> {
     let start_ms = records::now_ms();
     let endpoint = upstream::resolve(shared, host, port)?;
     let upstream = upstream::connect(shared, &endpoint).await?;
@@ -204,12 +306,19 @@ async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, port: u16) {
     loop {
         let (stream, peer) = crate::proxy::accept(&listener).await;
         let shared = shared.clone();
-        tokio::spawn(async move { forward_tcp(&shared, port, stream, peer).await });
+        tokio::spawn(async move {
+            let destination = listener_config(&shared, port).and_then(|l| l.tcp_route);
+            forward_tcp(&shared, port, stream, peer, destination).await
+        });
     }
 }
 
-async fn forward_tcp(shared: &Shared, port: u16, mut downstream: TcpStream, peer: SocketAddr) {
-    let Some(destination) = listener_config(shared, port).and_then(|l| l.tcp_route) else {
+/// Copies `downstream` to `destination` over the mesh until both sides end.
+pub(crate) async fn forward_tcp<S>(shared: &Shared, port: u16, mut downstream: S, peer: SocketAddr, destination: Option<RouteDestination>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some(destination) = destination else {
         tracing::warn!(%peer, port, "gateway TCP listener has no destination; closing");
         return;
     };

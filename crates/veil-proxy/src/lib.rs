@@ -14,6 +14,8 @@ mod config_stream;
 mod copy;
 mod error;
 pub mod gateway;
+mod gateway_certs;
+mod gateway_tls;
 pub mod inbound;
 mod orig_dst;
 pub mod outbound;

@@ -1,13 +1,23 @@
 //! The proxy's rustls configurations, rebuilt when the workload certificate
 //! rotates and cached otherwise (one server config; one client config per
-//! set of allowed server identities).
+//! set of allowed server identities), and the client configs for TLS
+//! origination (DestinationRule SIMPLE / MUTUAL): built once per distinct
+//! [`Origination`] and rebuilt when one of its files changes.
 
 use crate::ProxyError;
-use rustls::{ClientConfig, ServerConfig};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig, SignatureScheme};
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::SystemTime;
 use tokio::sync::watch;
 use veil_identity::{SpiffeId, TrustBundle, WorkloadCertificate};
+use veil_model::UpstreamTls;
 
 /// Most distinct identity sets kept before the client cache is emptied.
 const MAX_CLIENT_CONFIGS: usize = 1024;
@@ -17,7 +27,11 @@ pub(crate) struct TlsConfigs {
     cert: watch::Receiver<Arc<WorkloadCertificate>>,
     bundle: TrustBundle,
     cache: Mutex<Cache>,
+    originations: Mutex<HashMap<Origination, BuiltOrigination>>,
 }
+
+/// An origination config and the modification times of its files when built.
+type BuiltOrigination = (Vec<Option<SystemTime>>, Arc<ClientConfig>);
 
 struct Cache {
     /// The certificate the cached configs were built from.
@@ -33,6 +47,7 @@ impl TlsConfigs {
             cert,
             bundle,
             cache: Mutex::new(Cache { cert: current, server: None, clients: HashMap::new() }),
+            originations: Mutex::new(HashMap::new()),
         }
     }
 
@@ -96,5 +111,226 @@ impl TlsConfigs {
             cache.clients.insert(key, client.clone());
             Ok(client)
         })
+    }
+}
+
+/// The settings of one TLS origination that shape its rustls config (the
+/// SNI is given per connection).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) struct Origination {
+    /// PEM CA bundle; `None` fails closed unless `insecure_skip_verify`.
+    pub(crate) ca_file: Option<PathBuf>,
+    /// Accepted server SANs; empty: the SNI (else the endpoint address).
+    pub(crate) subject_alt_names: Vec<String>,
+    pub(crate) insecure_skip_verify: bool,
+    /// Client certificate chain and key files (MUTUAL).
+    pub(crate) client: Option<(PathBuf, PathBuf)>,
+}
+
+impl Origination {
+    /// The origination settings and SNI of `tls`, for SIMPLE and MUTUAL.
+    pub(crate) fn of(tls: &UpstreamTls) -> Option<(Origination, Option<String>)> {
+        match tls {
+            UpstreamTls::Simple { sni, ca_file, subject_alt_names, insecure_skip_verify } => Some((
+                Origination {
+                    ca_file: ca_file.clone(),
+                    subject_alt_names: subject_alt_names.clone(),
+                    insecure_skip_verify: *insecure_skip_verify,
+                    client: None,
+                },
+                sni.clone(),
+            )),
+            UpstreamTls::Mutual { sni, ca_file, subject_alt_names, insecure_skip_verify, cert_file, key_file } => Some((
+                Origination {
+                    ca_file: ca_file.clone(),
+                    subject_alt_names: subject_alt_names.clone(),
+                    insecure_skip_verify: *insecure_skip_verify,
+                    client: Some((cert_file.clone(), key_file.clone())),
+                },
+                sni.clone(),
+            )),
+            _ => None,
+        }
+    }
+
+    fn files(&self) -> Vec<&Path> {
+        let mut v: Vec<&Path> = self.ca_file.iter().map(PathBuf::as_path).collect();
+        if let Some((c, k)) = &self.client {
+            v.push(c);
+            v.push(k);
+        }
+        v
+    }
+
+    fn mtimes(&self) -> Vec<Option<SystemTime>> {
+        self.files().iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect()
+    }
+
+    /// Builds the rustls client config (TLS 1.2 and 1.3, no ALPN).
+    ///
+    /// Errors: a message naming the file that cannot be read or parsed, or
+    /// the missing `caCertificates`.
+    fn build(&self) -> Result<Arc<ClientConfig>, String> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let roots = match (&self.ca_file, self.insecure_skip_verify) {
+            (_, true) => None,
+            (None, false) => return Err("the DestinationRule gives no caCertificates and Veil has no system roots; add caCertificates (a PEM CA file), or insecureSkipVerify: true".into()),
+            (Some(path), false) => {
+                let mut store = RootCertStore::empty();
+                let certs = read_certs(path, "caCertificates")?;
+                let (added, _) = store.add_parsable_certificates(certs);
+                if added == 0 {
+                    return Err(format!("caCertificates {} holds no usable CA certificate", path.display()));
+                }
+                Some(Arc::new(store))
+            }
+        };
+        let verifier = Arc::new(OriginationVerifier {
+            roots,
+            subject_alt_names: self.subject_alt_names.clone(),
+            provider: provider.clone(),
+        });
+        let builder = ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(verifier);
+        let config = match &self.client {
+            None => builder.with_no_client_auth(),
+            Some((cert, key)) => {
+                let chain = read_certs(cert, "clientCertificate")?;
+                let key = PrivateKeyDer::from_pem_file(key)
+                    .map_err(|e| format!("cannot read privateKey {}: {e}; it must be a PEM private key", key.display()))?;
+                builder
+                    .with_client_auth_cert(chain, key)
+                    .map_err(|e| format!("clientCertificate {} and its privateKey cannot be used: {e}", cert.display()))?
+            }
+        };
+        Ok(Arc::new(config))
+    }
+}
+
+fn read_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_file_iter(path)
+        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| format!("cannot read {field} {}: {e}; it must be a readable PEM file", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{field} {} holds no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+impl TlsConfigs {
+    /// The client config for `origination`, from the cache unless one of
+    /// its files changed since it was built.
+    ///
+    /// Errors: why the config cannot be built (see [`Origination`]).
+    pub(crate) fn origination(&self, origination: &Origination) -> Result<Arc<ClientConfig>, String> {
+        let mtimes = origination.mtimes();
+        let mut cache = self.originations.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((built, config)) = cache.get(origination) {
+            if *built == mtimes {
+                return Ok(config.clone());
+            }
+        }
+        let config = origination.build()?;
+        if cache.len() >= MAX_CLIENT_CONFIGS {
+            cache.clear();
+        }
+        cache.insert(origination.clone(), (mtimes, config.clone()));
+        Ok(config)
+    }
+}
+
+/// Verifies an originated connection's server: the chain must end in one
+/// of `roots`, and the leaf must carry one of `subject_alt_names` (DNS and
+/// IP SANs by webpki's name rules, URI SANs exactly), else the name the
+/// connection was made for. `roots: None` (`insecureSkipVerify`) accepts
+/// any certificate.
+#[derive(Debug)]
+struct OriginationVerifier {
+    roots: Option<Arc<RootCertStore>>,
+    subject_alt_names: Vec<String>,
+    provider: Arc<CryptoProvider>,
+}
+
+/// The SANs of a certificate as strings: DNS names, IP addresses, URIs.
+fn presented_sans(der: &CertificateDer<'_>) -> Vec<String> {
+    use x509_parser::extensions::GeneralName;
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der.as_ref()) else { return Vec::new() };
+    let Ok(Some(san)) = cert.subject_alternative_name() else { return Vec::new() };
+    san.value
+        .general_names
+        .iter()
+        .filter_map(|n| match n {
+            GeneralName::DNSName(d) => Some((*d).to_string()),
+            GeneralName::URI(u) => Some((*u).to_string()),
+            GeneralName::IPAddress(b) => match b.len() {
+                4 => <[u8; 4]>::try_from(*b).ok().map(|a| std::net::Ipv4Addr::from(a).to_string()),
+                16 => <[u8; 16]>::try_from(*b).ok().map(|a| std::net::Ipv6Addr::from(a).to_string()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect()
+}
+
+impl ServerCertVerifier for OriginationVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        _ocsp: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(roots) = &self.roots else { return Ok(ServerCertVerified::assertion()) };
+        let cert = ParsedCertificate::try_from(end_entity)?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &cert,
+            roots,
+            intermediates,
+            now,
+            self.provider.signature_verification_algorithms.all,
+        )?;
+        if self.subject_alt_names.is_empty() {
+            rustls::client::verify_server_name(&cert, server_name)?;
+            return Ok(ServerCertVerified::assertion());
+        }
+        let by_name = self.subject_alt_names.iter().any(|san| {
+            ServerName::try_from(san.as_str()).is_ok_and(|name| rustls::client::verify_server_name(&cert, &name).is_ok())
+        });
+        let presented = presented_sans(end_entity);
+        if by_name || presented.iter().any(|u| u.contains("://") && self.subject_alt_names.contains(u)) {
+            return Ok(ServerCertVerified::assertion());
+        }
+        let expected = self
+            .subject_alt_names
+            .iter()
+            .find_map(|san| ServerName::try_from(san.clone()).ok())
+            .unwrap_or_else(|| server_name.to_owned());
+        Err(rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext { expected, presented }))
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -1,9 +1,12 @@
 //! Connecting to an endpoint: endpoint choice (round robin per service),
-//! TCP connect with a timeout, and mesh mTLS origination per
-//! [`UpstreamTls`] (TLS 1.3, ALPN `istio`, the SNI the config names, the
-//! server's SPIFFE ID checked against the allowed identities).
+//! TCP connect with a timeout, and TLS per [`UpstreamTls`]: mesh mTLS
+//! (TLS 1.3, ALPN `istio`, the SNI the config names, the server's SPIFFE ID
+//! checked against the allowed identities), or TLS origination for a
+//! DestinationRule SIMPLE / MUTUAL (server verified against the rule's CA
+//! file and SANs, client certificate for MUTUAL).
 
 use crate::proxy::Shared;
+use crate::tls::Origination;
 use rustls_pki_types::ServerName;
 use std::collections::HashMap;
 use std::io;
@@ -37,6 +40,10 @@ pub enum UpstreamError {
     Handshake { addr: SocketAddr, allowed: Vec<String>, source: io::Error },
     #[error("mesh mTLS handshake with {addr} timed out after {ms} ms")]
     HandshakeTimeout { addr: SocketAddr, ms: u128 },
+    #[error("cannot originate TLS to {addr}: {reason}")]
+    OriginationConfig { addr: SocketAddr, reason: String },
+    #[error("TLS origination handshake with {addr} failed: {source}; check the DestinationRule's caCertificates, subjectAltNames or sni, and its client certificate for MUTUAL")]
+    OriginationHandshake { addr: SocketAddr, source: io::Error },
 }
 
 /// Round-robin position per service (hostname, port).
@@ -60,10 +67,11 @@ impl Balancer {
     }
 }
 
-/// A stream to an endpoint: plain TCP or mesh mTLS.
+/// A stream to an endpoint: plain TCP, mesh mTLS, or originated TLS.
 pub(crate) enum UpstreamStream {
     Plain(TcpStream),
     Mesh(Box<TlsStream<TcpStream>>),
+    Originated(Box<TlsStream<TcpStream>>),
 }
 
 /// A connected upstream and what the record needs to know about it.
@@ -79,11 +87,12 @@ pub(crate) struct Upstream {
 }
 
 impl Upstream {
-    /// `mesh-mtls` or `plaintext`.
+    /// `mesh-mtls`, `tls` (originated) or `plaintext`.
     pub(crate) fn security(&self) -> &'static str {
         match self.stream {
             UpstreamStream::Plain(_) => "plaintext",
             UpstreamStream::Mesh(_) => "mesh-mtls",
+            UpstreamStream::Originated(_) => "tls",
         }
     }
 }
@@ -126,6 +135,10 @@ pub(crate) async fn connect(shared: &Shared, endpoint: &Endpoint) -> Result<Upst
             return Ok(Upstream { stream: UpstreamStream::Plain(tcp), local, peer: addr, principal: None, alpn: None })
         }
         UpstreamTls::IstioMutual { identities, sni } => (identities, sni),
+        UpstreamTls::Unsupported { reason } => {
+            return Err(UpstreamError::OriginationConfig { addr, reason: reason.clone() });
+        }
+        other => return originate(shared, other, tcp, addr, local).await,
     };
     let client = shared.tls.client(identities)?;
     let name = ServerName::try_from(sni.clone()).map_err(|_| UpstreamError::Sni { sni: sni.clone() })?;
@@ -144,11 +157,37 @@ pub(crate) async fn connect(shared: &Shared, endpoint: &Endpoint) -> Result<Upst
     Ok(Upstream { stream: UpstreamStream::Mesh(Box::new(tls)), local, peer: addr, principal, alpn })
 }
 
+/// TLS origination (DestinationRule SIMPLE / MUTUAL) over `tcp`.
+async fn originate(
+    shared: &Shared,
+    tls: &UpstreamTls,
+    tcp: TcpStream,
+    addr: SocketAddr,
+    local: SocketAddr,
+) -> Result<Upstream, UpstreamError> {
+    let Some((origination, sni)) = Origination::of(tls) else {
+        return Err(UpstreamError::OriginationConfig { addr, reason: "not a TLS origination setting".into() });
+    };
+    let client = shared.tls.origination(&origination).map_err(|reason| UpstreamError::OriginationConfig { addr, reason })?;
+    let name = match sni {
+        Some(sni) => ServerName::try_from(sni.clone()).map_err(|_| UpstreamError::Sni { sni })?,
+        None => ServerName::IpAddress(addr.ip().into()),
+    };
+    let timeout = shared.settings.handshake_timeout;
+    let tls = match tokio::time::timeout(timeout, TlsConnector::from(client).connect(name, tcp)).await {
+        Err(_) => return Err(UpstreamError::HandshakeTimeout { addr, ms: timeout.as_millis() }),
+        Ok(Err(source)) => return Err(UpstreamError::OriginationHandshake { addr, source }),
+        Ok(Ok(tls)) => tls,
+    };
+    let alpn = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+    Ok(Upstream { stream: UpstreamStream::Originated(Box::new(tls)), local, peer: addr, principal: None, alpn })
+}
+
 impl AsyncRead for UpstreamStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            UpstreamStream::Mesh(s) | UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -157,19 +196,19 @@ impl AsyncWrite for UpstreamStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            UpstreamStream::Mesh(s) | UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            UpstreamStream::Mesh(s) | UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            UpstreamStream::Mesh(s) | UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

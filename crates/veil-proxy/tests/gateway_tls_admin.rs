@@ -124,10 +124,12 @@ fn gateway(port: u16) -> GatewayConfig {
             http_routes: vec![HttpRoute {
                 hosts: vec!["shop.example".into()],
                 uri_prefix: "/orders".into(),
+                exact: false,
                 destination: RouteDestination { host: "web.shop.svc.cluster.local".into(), port: 80 },
                 source: "shop/orders".into(),
             }],
             tcp_route: None,
+            ..GatewayListener::default()
         }],
     }
 }

@@ -34,6 +34,35 @@ pub fn validate(dir: &Path) -> Result<ExitCode> {
     }
 }
 
+/// `veil analyze DIR`: load errors (which stop the analysis) or the analyzer's findings,
+/// as `file:line: level[CODE]: message. hint` lines and a summary, or as JSON
+/// (`{"findings": [...], "errors": N, "warnings": M}`).
+pub fn analyze(dir: &Path, output: &str) -> Result<ExitCode> {
+    use veil_model::analyze::{Finding, Level};
+    if output != "table" && output != "json" {
+        bail!("unknown output format {output:?}; use table or json");
+    }
+    let findings: Vec<Finding> = match veil_api::load_dir(dir) {
+        Ok(snapshot) => {
+            let ignored = snapshot.warnings.iter().map(Finding::from_load_warning);
+            ignored.chain(veil_model::analyze::analyze(&snapshot)).collect()
+        }
+        Err(errors) => errors.0.iter().map(Finding::from_load_error).collect(),
+    };
+    let errors = findings.iter().filter(|f| f.level == Level::Error).count();
+    let warnings = findings.len() - errors;
+    if output == "json" {
+        let report = serde_json::json!({ "findings": findings, "errors": errors, "warnings": warnings });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        for f in &findings {
+            println!("{f}");
+        }
+        println!("{}: {errors} error(s), {warnings} warning(s)", dir.display());
+    }
+    Ok(if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
 /// `veil up DIR`.
 pub fn up(dir: &Path, state: &StateArgs, ready_timeout: u64) -> Result<ExitCode> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;

@@ -73,6 +73,16 @@ enum Command {
     Validate {
         dir: PathBuf,
     },
+    /// Find what Istio would reject (errors) and the traps it accepts (warnings: Service
+    /// port in portLevelMtls, DestinationRule tls against the server's mTLS mode, double
+    /// TLS, Secret in the wrong namespace, unknown hosts, legacy policies), each with
+    /// file:line and a fix; exit non-zero on errors.
+    Analyze {
+        dir: PathBuf,
+        /// `table` or `json`.
+        #[arg(long, short, default_value = "table")]
+        output: String,
+    },
     /// Certificates for software outside the mesh.
     #[command(subcommand)]
     Cert(CertCommand),
@@ -117,6 +127,7 @@ fn main() -> std::process::ExitCode {
             commands::audit(&state, duration, expect_encrypted, grep.as_deref(), pcap, &output)
         }
         Command::Validate { dir } => commands::validate(&dir),
+        Command::Analyze { dir, output } => commands::analyze(&dir, &output),
         Command::Proxy => commands::proxy(),
         Command::Cert(CertCommand::Export { identity, dir, ttl, watch, state }) => {
             cert::export(&state.state_dir, &identity, &dir, std::time::Duration::from_secs(ttl), watch)

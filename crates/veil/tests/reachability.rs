@@ -300,9 +300,11 @@ fn run_config(config: &str, files: Vec<(String, String)>) {
             table.push_str(&format!("{mark}{client:<6}{server:<7}{name:<7}{want:<10}{got:<24}{}\n", o.detail));
         }
     }
-    println!("{table}\n{}", report.table());
-    assert!(
-        wrong == 0,
+    if wrong == 0 {
+        println!("{table}");
+        return;
+    }
+    panic!(
         "{config}: {wrong} of {} calls differ from the expected matrix:\n{table}\ncapture:\n{}\nveil up log (tail):\n{}\nproxy a (tail):\n{}\nproxy b (tail):\n{}",
         rows.len() * PORTS.len(),
         report.table(),
@@ -436,10 +438,10 @@ spec:
     targetPort: 13306
 ";
 
-/// Milliseconds of each of 20 attempts of `target` from the naked client, one after another.
-fn greeting_times(mesh: &Mesh, target: &str) -> Vec<f64> {
+/// Milliseconds of each of 20 attempts of `target` from `pod`, one after another.
+fn greeting_times(mesh: &Mesh, pod: &str, target: &str) -> Vec<f64> {
     let call_py = repo_root().join("examples/reachability/bin/call.py").display().to_string();
-    let out = mesh.exec("mysql-client", &["timeout", "120", "python3", &call_py, "--timeout", "5", "--repeat", "20", target]);
+    let out = mesh.exec(pod, &["timeout", "120", "python3", &call_py, "--timeout", "5", "--repeat", "20", target]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
     assert!(out.status.success(), "every connect to {target} gets the server's greeting:\n{}", text(&out));
     let times: Vec<f64> =
@@ -451,7 +453,7 @@ fn greeting_times(mesh: &Mesh, target: &str) -> Vec<f64> {
 fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     let mid = values.len() / 2;
-    if values.len() % 2 == 0 {
+    if values.len().is_multiple_of(2) {
         (values[mid - 1] + values[mid]) / 2.0
     } else {
         values[mid]
@@ -483,10 +485,14 @@ fn permissive_mariadb_serves_a_naked_client_on_declared_and_undeclared_ports() {
         );
         assert!(out.status.success() && text(&out).contains("42"), "plaintext to PERMISSIVE MariaDB {host}:{port}: {}\n{}", text(&out), tail(&mesh.proxy_log("pii-demo", "mysql-server"), 20));
     }
-    let declared = median(greeting_times(&mesh, "banner://mysql-server:3306"));
-    let undeclared = median(greeting_times(&mesh, &format!("banner://mysql-db:{UNDECLARED_PORT}")));
+    // Baseline: MariaDB's own greeting time, on loopback inside its pod (not intercepted).
+    let direct = median(greeting_times(&mesh, "mysql-server", "banner://127.0.0.1:3306"));
+    let declared = median(greeting_times(&mesh, "mysql-client", "banner://mysql-server:3306"));
+    let undeclared = median(greeting_times(&mesh, "mysql-client", &format!("banner://mysql-db:{UNDECLARED_PORT}")));
     println!(
-        "naked client → PERMISSIVE MariaDB, connect to greeting (median of 20): declared port 3306 {declared:.1} ms, undeclared port {UNDECLARED_PORT} {undeclared:.1} ms, added delay {:.1} ms",
+        "naked client → PERMISSIVE MariaDB, connect to greeting (median of 20): in-pod loopback {direct:.1} ms, \
+         declared port 3306 {declared:.1} ms, undeclared port {UNDECLARED_PORT} {undeclared:.1} ms; \
+         the undeclared port adds {:.1} ms over 3306",
         undeclared - declared
     );
     assert!(declared < 5000.0 && undeclared < 5000.0, "server-first connects must be well under 5 s");

@@ -60,7 +60,12 @@ pub fn check(dir: &Path) -> Result<CheckReport, Vec<String>> {
     } else {
         None
     };
+    let (dr_errors, dr_warnings) = veil_model::dr::check(&from_api::destination_rules(&snapshot));
+    if !dr_errors.is_empty() {
+        return Err(dr_errors);
+    }
     let mut warnings: Vec<String> = snapshot.warnings.iter().map(ToString::to_string).collect();
+    warnings.extend(dr_warnings);
     if let Some(rt) = &runtime {
         for w in &rt.workloads {
             let known = snapshot.workloads().iter().any(|x| x.name == w.name && x.namespace == w.namespace);
@@ -152,6 +157,7 @@ impl MeshPlan {
         MeshInput {
             registry: Registry { pods: self.pods.iter().map(|p| p.pod.clone()).collect(), services },
             peer_authentications: from_api::peer_authentications(snapshot, &self.settings.root_namespace),
+            destination_rules: from_api::destination_rules(snapshot),
             gateway_servers,
             http_routes,
             tcp_routes,

@@ -122,6 +122,9 @@ pub async fn run(mut options: UpOptions, shutdown: impl std::future::Future<Outp
     for w in &report.warnings {
         say(format!("warning: {w}"));
     }
+    for f in veil_model::analyze::analyze(&report.snapshot) {
+        say(format!("warning: {}", f.body()));
+    }
     if let Ok(old) = MeshState::load(&options.state_dir) {
         if old.pid != std::process::id() && crate::process::is_running(old.pid as i32) {
             return Err(UpError::AlreadyRunning(old.pid));
@@ -314,7 +317,7 @@ async fn start_and_serve(
         let edge = addrs.next_edge().map_err(UpError::Local)?;
         let netns = netns_name(p);
         EdgeLink::create(&journal, &netns, edge.host, edge.ns).map_err(UpError::Local)?;
-        let cfg = input.proxy_config(&p.pod, &input.outbound());
+        let cfg = input.proxy_config(&p.pod, &input.outbound_for(&p.pod));
         for l in cfg.gateway.iter().flat_map(|g| g.listeners.iter()) {
             let want = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), published_port(l.port));
             let target = SocketAddr::new(IpAddr::V4(edge.ns.addr), l.port);

@@ -102,6 +102,7 @@ pub fn service(host: &str, cluster_ip: Ipv4Addr, port: u16, endpoint: Endpoint) 
         port,
         protocol: Protocol::Tcp,
         endpoints: vec![endpoint],
+        subsets: Default::default(),
     }
 }
 

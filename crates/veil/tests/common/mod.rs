@@ -21,14 +21,22 @@ pub fn repo_root() -> PathBuf {
 }
 
 pub fn assert_root() {
-    assert!(nix::unistd::Uid::effective().is_root(), "end-to-end tests create network namespaces: run them as root");
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "end-to-end tests create network namespaces: run them as root"
+    );
 }
 
 /// Copies `examples/<name>` into a temp dir so a test can edit it.
 pub fn copy_example(name: &str) -> tempfile::TempDir {
     let dst = tempfile::tempdir().expect("tempdir");
     let src = repo_root().join("examples").join(name);
-    let status = Command::new("cp").arg("-a").arg(format!("{}/.", src.display())).arg(dst.path()).status().expect("cp");
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(format!("{}/.", src.display()))
+        .arg(dst.path())
+        .status()
+        .expect("cp");
     assert!(status.success(), "copying {}", src.display());
     let _ = Command::new("chmod").arg("755").arg(dst.path()).status();
     dst
@@ -36,7 +44,11 @@ pub fn copy_example(name: &str) -> tempfile::TempDir {
 
 pub fn edit(path: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(path).expect("read");
-    assert!(text.contains(from), "{} does not contain {from:?}", path.display());
+    assert!(
+        text.contains(from),
+        "{} does not contain {from:?}",
+        path.display()
+    );
     std::fs::write(path, text.replacen(from, to, 1)).expect("write");
 }
 
@@ -45,7 +57,11 @@ pub fn run(cmd: &mut Command) -> Output {
 }
 
 pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// The machine-wide lock of the tests that run or check a mesh: a mutex for
@@ -64,8 +80,13 @@ pub fn lock() -> MeshLock {
         .write(true)
         .open("/tmp/veil-e2e.lock")
         .expect("open /tmp/veil-e2e.lock");
-    let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| e).expect("flock");
-    MeshLock { _file: file, _guard: guard }
+    let file = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("flock");
+    MeshLock {
+        _file: file,
+        _guard: guard,
+    }
 }
 
 /// A running `veil up`, stopped (and `veil down` run) on drop.
@@ -94,15 +115,35 @@ impl Mesh {
             .spawn()
             .expect("spawn veil up");
         let output = Arc::new(Mutex::new(String::new()));
-        for stream in [child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>), child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>)].into_iter().flatten() {
+        for stream in [
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
             let out = output.clone();
             std::thread::spawn(move || {
                 for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    out.lock().unwrap_or_else(|p| p.into_inner()).push_str(&(line + "\n"));
+                    out.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push_str(&(line + "\n"));
                 }
             });
         }
-        let mut mesh = Mesh { child, state, dir: dir.to_path_buf(), output, _lock: lock };
+        let mut mesh = Mesh {
+            child,
+            state,
+            dir: dir.to_path_buf(),
+            output,
+            _lock: lock,
+        };
         let deadline = Instant::now() + Duration::from_secs(180);
         loop {
             if mesh.log().contains("mesh ready") {
@@ -111,14 +152,21 @@ impl Mesh {
             if let Ok(Some(status)) = mesh.child.try_wait() {
                 panic!("veil up exited ({status}) before ready:\n{}", mesh.log());
             }
-            assert!(Instant::now() < deadline, "veil up not ready in 180 s:\n{}", mesh.log());
+            assert!(
+                Instant::now() < deadline,
+                "veil up not ready in 180 s:\n{}",
+                mesh.log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
         mesh
     }
 
     pub fn log(&self) -> String {
-        self.output.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.output
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -163,12 +211,22 @@ impl Mesh {
     }
 
     pub fn proxy_log(&self, ns: &str, pod: &str) -> String {
-        std::fs::read_to_string(self.state.path().join("logs").join(format!("{ns}.{pod}.proxy.log"))).unwrap_or_default()
+        std::fs::read_to_string(
+            self.state
+                .path()
+                .join("logs")
+                .join(format!("{ns}.{pod}.proxy.log")),
+        )
+        .unwrap_or_default()
     }
 
     /// Runs a command inside a pod's network namespace.
     pub fn exec(&self, pod: &str, args: &[&str]) -> Output {
-        run(Command::new("ip").arg("netns").arg("exec").arg(self.netns(pod)).args(args))
+        run(Command::new("ip")
+            .arg("netns")
+            .arg("exec")
+            .arg(self.netns(pod))
+            .args(args))
     }
 
     /// `veil audit` in the background for `secs` seconds.
@@ -205,7 +263,11 @@ impl Mesh {
 impl Drop for Mesh {
     fn drop(&mut self) {
         self.stop();
-        let _ = Command::new(veil()).arg("down").arg("--state-dir").arg(self.state.path()).output();
+        let _ = Command::new(veil())
+            .arg("down")
+            .arg("--state-dir")
+            .arg(self.state.path())
+            .output();
     }
 }
 
@@ -236,7 +298,12 @@ pub fn post_person(addr: &str, host: &str, name: &str, email: &str) -> (u16, Str
 pub fn leftovers() -> Vec<String> {
     let mut left = Vec::new();
     let ns = run(Command::new("ip").args(["netns", "list"]));
-    left.extend(String::from_utf8_lossy(&ns.stdout).lines().filter(|l| l.starts_with("veil-")).map(|l| format!("netns {l}")));
+    left.extend(
+        String::from_utf8_lossy(&ns.stdout)
+            .lines()
+            .filter(|l| l.starts_with("veil-"))
+            .map(|l| format!("netns {l}")),
+    );
     let links = run(Command::new("ip").args(["-o", "link", "show"]));
     left.extend(
         String::from_utf8_lossy(&links.stdout)
@@ -246,9 +313,19 @@ pub fn leftovers() -> Vec<String> {
             .map(|n| format!("link {n}")),
     );
     let rules = run(&mut Command::new("iptables-save"));
-    left.extend(String::from_utf8_lossy(&rules.stdout).lines().filter(|l| l.contains("veil")).map(|l| format!("rule {l}")));
+    left.extend(
+        String::from_utf8_lossy(&rules.stdout)
+            .lines()
+            .filter(|l| l.contains("veil"))
+            .map(|l| format!("rule {l}")),
+    );
     if let Ok(entries) = std::fs::read_dir("/etc/netns") {
-        left.extend(entries.flatten().filter(|e| e.file_name().to_string_lossy().starts_with("veil-")).map(|e| format!("dir {}", e.path().display())));
+        left.extend(
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with("veil-"))
+                .map(|e| format!("dir {}", e.path().display())),
+        );
     }
     left
 }

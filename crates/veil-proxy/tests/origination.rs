@@ -1,0 +1,320 @@
+//! TLS origination end to end (needs root): an app in namespace `a` sends
+//! plaintext, its sidecar originates TLS (DestinationRule SIMPLE) or mTLS
+//! (MUTUAL) to real rustls servers in namespace `b` (no sidecar there), with
+//! certificates made here. Negatives: wrong CA, SAN mismatch, no CA, and a
+//! MUTUAL server reached without a client certificate are refused and logged.
+
+mod common;
+
+use common::netns::NsRuntime;
+use common::*;
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use veil_identity::{CertificateAuthority, TrustDomain};
+use veil_model::*;
+
+const SIMPLE_PORT: u16 = 8443;
+const MUTUAL_PORT: u16 = 8444;
+const SERVER_NAME: &str = "server.test";
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn run(args: &[&str]) -> Result<(), String> {
+    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{args:?}: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+}
+
+/// Namespaces `a` (client, outbound interception) and `b` (plain servers,
+/// no interception) joined by a veth; deleted on drop.
+struct Pair {
+    a: String,
+    b: String,
+    ip_a: Ipv4Addr,
+    ip_b: Ipv4Addr,
+}
+
+impl Pair {
+    fn create() -> Pair {
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id() % 100_000;
+        let pair = Pair {
+            a: format!("vor{pid}-{n}a"),
+            b: format!("vor{pid}-{n}b"),
+            ip_a: Ipv4Addr::new(10, 214, (n % 250) as u8, 1),
+            ip_b: Ipv4Addr::new(10, 214, (n % 250) as u8, 2),
+        };
+        if let Err(e) = pair.setup(pid, n) {
+            panic!("network namespace setup failed: {e}");
+        }
+        pair
+    }
+
+    fn setup(&self, pid: u32, n: u32) -> Result<(), String> {
+        let (va, vb) = (format!("vo{pid}x{n}a"), format!("vo{pid}x{n}b"));
+        run(&["ip", "netns", "add", &self.a])?;
+        run(&["ip", "netns", "add", &self.b])?;
+        run(&["ip", "link", "add", &va, "netns", &self.a, "type", "veth", "peer", "name", &vb, "netns", &self.b])?;
+        for (ns, dev, ip, gw) in [(&self.a, &va, self.ip_a, self.ip_b), (&self.b, &vb, self.ip_b, self.ip_a)] {
+            run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev])?;
+            run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
+            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
+            run(&["ip", "-n", ns, "route", "add", "default", "via", &gw.to_string()])?;
+        }
+        for rule in [
+            "-A OUTPUT -p tcp -m owner --uid-owner 1337 -j RETURN",
+            "-A OUTPUT -p tcp -d 127.0.0.1/32 -j RETURN",
+            "-A OUTPUT -p tcp -j REDIRECT --to-ports 15001",
+        ] {
+            let mut args = vec!["ip", "netns", "exec", self.a.as_str(), "iptables", "-w", "-t", "nat"];
+            args.extend(rule.split(' '));
+            run(&args)?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Pair {
+    fn drop(&mut self) {
+        let _ = run(&["ip", "netns", "del", &self.a]);
+        let _ = run(&["ip", "netns", "del", &self.b]);
+    }
+}
+
+/// CAs, server and client certificates as PEM files readable by uid 1337.
+struct Pki {
+    dir: PathBuf,
+}
+
+impl Pki {
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
+    fn create(dir: &Path) -> Pki {
+        let write = |name: &str, text: String| {
+            let path = dir.join(name);
+            std::fs::write(&path, text).unwrap();
+            std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+        };
+        let ca = |cn: &str| {
+            let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+            p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+            p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+            CertifiedIssuer::self_signed(p, KeyPair::generate().unwrap()).unwrap()
+        };
+        let (server_ca, other_ca, client_ca) = (ca("server ca"), ca("other ca"), ca("client ca"));
+        write("ca.pem", server_ca.pem());
+        write("other-ca.pem", other_ca.pem());
+        write("client-ca.pem", client_ca.pem());
+        for (name, sans, issuer) in [("server", vec![SERVER_NAME.to_string()], &server_ca), ("client", vec!["client.test".to_string()], &client_ca)] {
+            let key = KeyPair::generate().unwrap();
+            let cert = CertificateParams::new(sans).unwrap().signed_by(&key, issuer).unwrap();
+            write(&format!("{name}.pem"), cert.pem());
+            write(&format!("{name}.key"), key.serialize_pem());
+        }
+        Pki { dir: dir.to_path_buf() }
+    }
+
+    /// A server config presenting `server.pem`; with `client_ca`, client
+    /// certificates signed by it are required.
+    fn server_config(&self, client_ca: Option<&str>) -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let chain: Vec<CertificateDer<'static>> =
+            CertificateDer::pem_file_iter(self.file("server.pem")).unwrap().map(Result::unwrap).collect();
+        let key = PrivateKeyDer::from_pem_file(self.file("server.key")).unwrap();
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
+        let config = match client_ca {
+            None => builder.with_no_client_auth().with_single_cert(chain, key),
+            Some(ca) => {
+                let mut roots = rustls::RootCertStore::empty();
+                for c in CertificateDer::pem_file_iter(self.file(ca)).unwrap() {
+                    roots.add(c.unwrap()).unwrap();
+                }
+                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
+                builder.with_client_cert_verifier(verifier).with_single_cert(chain, key)
+            }
+        };
+        Arc::new(config.unwrap())
+    }
+}
+
+/// TLS echo server: copies what it reads back until EOF.
+async fn tls_echo(port: u16, config: Arc<rustls::ServerConfig>) {
+    let listener = TcpListener::bind(("0.0.0.0", port)).await.unwrap();
+    let acceptor = TlsAcceptor::from(config);
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else { return };
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await else { return };
+            let (mut r, mut w) = tokio::io::split(tls);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+            let _ = w.shutdown().await;
+        });
+    }
+}
+
+/// One client namespace with a sidecar whose outbound config has one
+/// service per `(VIP, endpoint port, UpstreamTls)`, and TLS servers in `b`.
+struct Setup {
+    client: Sidecar,
+    app: NsRuntime,
+    _servers: NsRuntime,
+    pair: Pair,
+    _dir: tempfile::TempDir,
+}
+
+fn vip(n: u8) -> Ipv4Addr {
+    Ipv4Addr::new(10, 96, 9, n)
+}
+
+impl Setup {
+    async fn start(services: impl Fn(&Pki, Ipv4Addr) -> Vec<(u8, u16, UpstreamTls)>) -> Setup {
+        init_logs();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+        let pki = Pki::create(dir.path());
+        let pair = Pair::create();
+        let servers = NsRuntime::start(&pair.b, None);
+        servers.spawn(tls_echo(SIMPLE_PORT, pki.server_config(None)));
+        servers.spawn(tls_echo(MUTUAL_PORT, pki.server_config(Some("client-ca.pem"))));
+        let probe = servers.spawn(async {
+            for _ in 0..100 {
+                if TcpStream::connect(("127.0.0.1", MUTUAL_PORT)).await.is_ok() && TcpStream::connect(("127.0.0.1", SIMPLE_PORT)).await.is_ok() {
+                    return true;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            false
+        });
+        assert!(probe.await.unwrap(), "TLS servers did not start");
+        let ca = CertificateAuthority::load_or_create(&dir.path().join("mesh-ca"), TrustDomain::default()).unwrap();
+        let id = spiffe("shop", "client");
+        let outbound = Outbound {
+            services: services(&pki, pair.ip_b)
+                .into_iter()
+                .map(|(n, port, tls)| {
+                    let ep = Endpoint { ip: IpAddr::V4(pair.ip_b), port, pod: "external".into(), tls };
+                    common::service(&format!("ext{n}.shop.svc.cluster.local"), vip(n), 80, ep)
+                })
+                .collect(),
+        };
+        let config = ProxyConfig {
+            version: 1,
+            node: node("client", "shop", "client", pair.ip_a),
+            inbound: Inbound { mode: MtlsMode::Permissive, ports: vec![], sniff_timeout_ms: 200 },
+            outbound,
+            gateway: None,
+        };
+        let client = Sidecar::start(&pair.a, dir.path(), config, issue(&ca, &id), ca.trust_bundle()).await;
+        let app = NsRuntime::start(&pair.a, None);
+        Setup { client, app, _servers: servers, pair, _dir: dir }
+    }
+
+    async fn call(&self, n: u8, payload: &'static [u8]) -> std::io::Result<Vec<u8>> {
+        self.app.spawn(roundtrip(SocketAddr::from((vip(n), 80)), payload)).await.unwrap()
+    }
+
+    fn b(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(IpAddr::V4(self.pair.ip_b), port)
+    }
+}
+
+fn simple(pki: &Pki, ca: &str, sans: &[&str], insecure: bool) -> UpstreamTls {
+    UpstreamTls::Simple {
+        sni: Some(SERVER_NAME.into()),
+        ca_file: (!ca.is_empty()).then(|| pki.file(ca)),
+        subject_alt_names: sans.iter().map(|s| s.to_string()).collect(),
+        insecure_skip_verify: insecure,
+    }
+}
+
+fn mutual(pki: &Pki) -> UpstreamTls {
+    UpstreamTls::Mutual {
+        sni: Some(SERVER_NAME.into()),
+        ca_file: Some(pki.file("ca.pem")),
+        subject_alt_names: vec![],
+        insecure_skip_verify: false,
+        cert_file: pki.file("client.pem"),
+        key_file: pki.file("client.key"),
+    }
+}
+
+#[tokio::test]
+async fn simple_and_mutual_origination_from_plaintext() {
+    let s = Setup::start(|pki, _| {
+        vec![
+            (1, SIMPLE_PORT, simple(pki, "ca.pem", &[], false)),
+            (2, MUTUAL_PORT, mutual(pki)),
+            (3, MUTUAL_PORT, simple(pki, "ca.pem", &[], false)),
+            (4, SIMPLE_PORT, simple(pki, "ca.pem", &[SERVER_NAME], false)),
+        ]
+    })
+    .await;
+    assert_eq!(s.call(1, b"simple tls").await.expect("SIMPLE"), b"simple tls");
+    let rec = s.client.wait_record(|r| r.direction == "outbound" && r.dst == s.b(SIMPLE_PORT)).await.expect("record");
+    assert_eq!(rec.security, "tls");
+    assert_eq!(rec.source_principal, None, "no mesh identity on originated TLS");
+    assert_eq!(s.call(4, b"by san").await.expect("SIMPLE with subjectAltNames"), b"by san");
+    assert_eq!(s.call(2, b"mutual tls").await.expect("MUTUAL"), b"mutual tls");
+    let rec = s.client.wait_record(|r| r.dst == s.b(MUTUAL_PORT) && r.security == "tls").await;
+    assert!(rec.is_some(), "no record of the MUTUAL connection");
+    // Control for MUTUAL: the same server without a client certificate refuses.
+    let refused = s.call(3, b"no client cert").await;
+    assert!(refused.map(|b| b.is_empty()).unwrap_or(true), "server accepted a client without certificate");
+}
+
+#[tokio::test]
+async fn wrong_ca_san_mismatch_and_missing_ca_are_refused_and_logged() {
+    let s = Setup::start(|pki, _| {
+        vec![
+            (11, SIMPLE_PORT, simple(pki, "other-ca.pem", &[], false)),
+            (12, SIMPLE_PORT, simple(pki, "ca.pem", &["other.test"], false)),
+            (13, SIMPLE_PORT, simple(pki, "", &[], false)),
+            (14, SIMPLE_PORT, simple(pki, "", &[], true)),
+            (15, SIMPLE_PORT, simple(pki, "ca.pem", &[], false)),
+            (16, SIMPLE_PORT, UpstreamTls::Unsupported { reason: "credentialName \"x\" is not supported yet".into() }),
+        ]
+    })
+    .await;
+    // Control: the right CA works against the same server.
+    assert_eq!(s.call(15, b"control").await.expect("right CA"), b"control");
+    let peer = s.pair.ip_a.to_string();
+    let dst = s.b(SIMPLE_PORT).to_string();
+
+    let wrong = s.call(11, b"wrong ca").await;
+    assert!(wrong.map(|b| b.is_empty()).unwrap_or(true), "wrong CA: bytes were echoed");
+    let line = wait_log(&["outbound connection failed", "ext11.shop", &peer, &format!("TLS origination handshake with {dst} failed"), "UnknownIssuer"]).await;
+    assert!(line.is_some(), "no refusal log for a wrong CA: {:#?}", log_lines("ext11"));
+
+    let mismatch = s.call(12, b"san").await;
+    assert!(mismatch.map(|b| b.is_empty()).unwrap_or(true), "SAN mismatch: bytes were echoed");
+    assert!(wait_log(&["ext12.shop", "not valid for name \"other.test\"", SERVER_NAME]).await.is_some(), "{:#?}", log_lines("ext12"));
+
+    let no_ca = s.call(13, b"no ca").await;
+    assert!(no_ca.map(|b| b.is_empty()).unwrap_or(true), "no CA: bytes were echoed");
+    assert!(wait_log(&["ext13.shop", "gives no caCertificates"]).await.is_some(), "{:#?}", log_lines("ext13"));
+    assert_eq!(s.call(14, b"insecure").await.expect("insecureSkipVerify"), b"insecure");
+
+    let unsupported = s.call(16, b"unsupported").await;
+    assert!(unsupported.map(|b| b.is_empty()).unwrap_or(true));
+    assert!(wait_log(&["ext16.shop", "is not supported yet"]).await.is_some(), "{:#?}", log_lines("ext16"));
+    // Only the control and the insecure call reached the server over TLS.
+    let ok: Vec<_> = s.client.records().into_iter().filter(|r| r.security == "tls").collect();
+    assert_eq!(ok.len(), 2, "{ok:#?}");
+}
