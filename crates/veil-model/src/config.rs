@@ -442,3 +442,19 @@ pub struct TlsRoute {
     /// `namespace/name` of the VirtualService it came from.
     pub source: String,
 }
+
+impl ProxyConfig {
+    /// A copy for display (admin `/config_dump`): the PEM of every gateway
+    /// private key is replaced by `[redacted]`, as Istio's config dump
+    /// redacts secrets. Certificates and file paths are kept.
+    pub fn without_private_keys(&self) -> ProxyConfig {
+        let mut copy = self.clone();
+        let servers = copy.gateway.iter_mut().flat_map(|g| g.listeners.iter_mut()).flat_map(|l| l.tls_servers.iter_mut());
+        for credential in servers.filter_map(|s| s.credential.as_mut()) {
+            if let PemSource::Pem(key) = &mut credential.key {
+                *key = "[redacted]".into();
+            }
+        }
+        copy
+    }
+}

@@ -298,7 +298,6 @@ pub fn routing(snapshot: &Snapshot) -> (Vec<GatewayServer>, Vec<VsHttpRoute>, Ve
                     destination: dest.destination.host.clone(),
                     destination_port: dest_port,
                     sni_hosts: None,
-                    hosts: vs.spec.hosts.clone(),
                 });
             }
         }
@@ -314,7 +313,6 @@ pub fn routing(snapshot: &Snapshot) -> (Vec<GatewayServer>, Vec<VsHttpRoute>, Ve
                     destination: dest.destination.host.clone(),
                     destination_port: dest_port,
                     sni_hosts: Some(m.sni_hosts.clone()),
-                    hosts: vs.spec.hosts.clone(),
                 });
             }
         }

@@ -91,9 +91,6 @@ pub struct VsTcpRoute {
     /// `tls[].match[].sniHosts` for a `tls` route; `None` for a `tcp` route.
     #[serde(default)]
     pub sni_hosts: Option<Vec<String>>,
-    /// `hosts` of the VirtualService.
-    #[serde(default)]
-    pub hosts: Vec<String>,
 }
 
 /// Resolves a destination host as Istio does: a short name (no dot) is a

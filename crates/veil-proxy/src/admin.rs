@@ -67,7 +67,7 @@ fn ready(shared: &Shared) -> Response<Full<Bytes>> {
 fn config_dump(shared: &Shared) -> Response<Full<Bytes>> {
     let cert = certificate_info(shared);
     let dump = serde_json::json!({
-        "config": &*shared.config(),
+        "config": shared.config().without_private_keys(),
         "certificate": {
             "spiffe_id": cert.spiffe_id,
             "not_after_unix": cert.not_after_unix,

@@ -68,36 +68,50 @@ fn client_hello_sni(record: &[u8]) -> Result<Option<String>, String> {
     }))
 }
 
+/// Why no SNI could be read.
+enum NoHello {
+    /// The client closed without sending a byte (a TCP health check).
+    Closed,
+    /// Plaintext, a malformed or slow ClientHello.
+    Refused(String),
+}
+
+impl From<String> for NoHello {
+    fn from(reason: String) -> Self {
+        NoHello::Refused(reason)
+    }
+}
+
 /// Peeks until the first TLS record is complete, for at most `timeout`.
 ///
 /// Errors: the client closed, sent plaintext, or sent no complete
 /// ClientHello in time.
-async fn peek_sni(stream: &TcpStream, timeout: Duration) -> Result<Option<String>, String> {
+async fn peek_sni(stream: &TcpStream, timeout: Duration) -> Result<Option<String>, NoHello> {
     let deadline = Instant::now() + timeout;
     let mut buf = vec![0u8; MAX_PEEK];
     for _ in 0..MAX_PEEKS {
         let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Err(_) => return Err(format!("no complete ClientHello within {} ms", timeout.as_millis())),
-            Ok(Err(e)) => return Err(format!("reading the ClientHello failed: {e}")),
-            Ok(Ok(0)) => return Err("client closed before sending a ClientHello".into()),
+            Err(_) => return Err(format!("no complete ClientHello within {} ms", timeout.as_millis()).into()),
+            Ok(Err(e)) => return Err(format!("reading the ClientHello failed: {e}").into()),
+            Ok(Ok(0)) => return Err(NoHello::Closed),
             Ok(Ok(n)) => n,
         };
         let prefix = buf.get(..n).unwrap_or_default();
         if prefix.first().is_some_and(|b| *b != 0x16) {
-            return Err("client sent plaintext, not a TLS ClientHello, to a TLS port".into());
+            return Err(NoHello::Refused("client sent plaintext, not a TLS ClientHello, to a TLS port".into()));
         }
         if let Some(&[hi, lo]) = prefix.get(3..5) {
             let len = 5 + usize::from(u16::from_be_bytes([hi, lo]));
             if let Some(record) = prefix.get(..len) {
-                return client_hello_sni(record);
+                return Ok(client_hello_sni(record)?);
             }
         }
         if n >= MAX_PEEK {
-            return Err("ClientHello larger than one TLS record".into());
+            return Err(NoHello::Refused("ClientHello larger than one TLS record".into()));
         }
         tokio::time::sleep(Duration::from_millis(PEEK_PAUSE_MS)).await;
     }
-    Err("ClientHello did not complete".into())
+    Err(NoHello::Refused("ClientHello did not complete".into()))
 }
 
 /// How specifically `server` matches `sni` (higher wins); `None`: no match.
@@ -131,7 +145,11 @@ async fn handle(shared: Arc<Shared>, configs: Arc<ServerConfigs>, port: u16, str
     let timeout = shared.settings.handshake_timeout;
     let sni = match peek_sni(&stream, timeout).await {
         Ok(sni) => sni,
-        Err(reason) => {
+        Err(NoHello::Closed) => {
+            tracing::debug!(%peer, port, "gateway TLS port {port}: {peer} closed before sending a ClientHello");
+            return;
+        }
+        Err(NoHello::Refused(reason)) => {
             tracing::warn!(%peer, port, "gateway TLS handshake on port {port} from {peer} failed: {reason}");
             return;
         }
@@ -167,7 +185,13 @@ async fn handle(shared: Arc<Shared>, configs: Arc<ServerConfigs>, port: u16, str
             return;
         }
         Ok(Err(e)) => {
-            tracing::warn!(%peer, port, "gateway TLS handshake on port {port} from {peer} failed (SNI {shown}, tls.mode {}, Gateway {}): {e}", server.mode, server.gateway);
+            let hint = match server.mode {
+                GatewayTlsMode::Mutual => "; MUTUAL requires a client certificate issued by the server's CA",
+                GatewayTlsMode::OptionalMutual => "; OPTIONAL_MUTUAL checks a client certificate, when sent, against the server's CA",
+                GatewayTlsMode::IstioMutual => "; ISTIO_MUTUAL requires a mesh certificate",
+                _ => "",
+            };
+            tracing::warn!(%peer, port, "gateway TLS handshake on port {port} from {peer} failed (SNI {shown}, tls.mode {}, Gateway {}): {e}{hint}", server.mode, server.gateway);
             return;
         }
         Ok(Ok(tls)) => tls,

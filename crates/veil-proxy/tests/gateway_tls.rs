@@ -136,7 +136,10 @@ async fn simple_https_servers_chosen_by_sni_route_by_host() {
     api.http_routes = vec![web_route("api.example", "/")];
     let mut broken = tls_server("broken.example", GatewayTlsMode::Simple, None);
     broken.error = Some("credentialName broken: no Secret broken in namespace istio-system".into());
-    set_gateway(&mesh, vec![tls_listener(9443, vec![shop, api, broken])]);
+    let (cert, _) = ca.leaf(&["mismatch.example"]);
+    let (_, other_key) = ca.leaf(&["mismatch.example"]);
+    let mismatch = tls_server("mismatch.example", GatewayTlsMode::Simple, Some(pem_credential((cert, other_key), None)));
+    set_gateway(&mesh, vec![tls_listener(9443, vec![shop, api, broken, mismatch])]);
     wait_bound(&mesh, 9443).await;
 
     let (code, out) = https(&mesh, &ca_file, "shop.example", 9443, "/orders", &[]).await;
@@ -164,8 +167,15 @@ async fn simple_https_servers_chosen_by_sni_route_by_host() {
     let (code, _) = https(&mesh, &ca_file, "broken.example", 9443, "/orders", &[]).await;
     assert_ne!(code, 0);
     assert!(wait_log(&["port 9443 from 127.0.0.1", "no Secret broken in namespace istio-system"]).await.is_some());
+    let (code, _) = https(&mesh, &ca_file, "mismatch.example", 9443, "/orders", &[]).await;
+    assert_ne!(code, 0);
+    assert!(wait_log(&["port 9443 from 127.0.0.1", "(SNI mismatch.example)", "cannot be used together"]).await.is_some());
     let (_, out) = https(&mesh, &ca_file, "shop.example", 9443, "/orders", &[]).await;
     assert_eq!(out.lines().last(), Some("200 2"), "{out}");
+    // The admin config dump shows the certificates but not the keys.
+    let (_, dump) = curl(&mesh.net.a, &["http://127.0.0.1:15000/config_dump"]).await;
+    assert!(dump.contains("BEGIN CERTIFICATE") && dump.contains("[redacted]"), "{dump}");
+    assert!(!dump.contains("PRIVATE KEY"), "the config dump shows a private key");
 }
 
 #[tokio::test]
