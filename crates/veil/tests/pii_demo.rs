@@ -268,7 +268,7 @@ fn status_shows_the_pods_and_ctrl_c_removes_everything() {
     }
     let json = run(Command::new(veil()).args(["status", "-o", "json", "--state-dir"]).arg(mesh.state_dir()));
     let v: serde_json::Value = serde_json::from_slice(&json.stdout).expect("status -o json is JSON");
-    assert_eq!(v["pods"].as_array().map(Vec::len), Some(3));
+    assert_eq!(v["pods"].as_array().map(Vec::len), Some(4));
     assert!(!leftovers().is_empty(), "control: the running mesh is visible to the check");
     let exit = mesh.stop();
     assert!(exit.is_some_and(|s| s.success()), "veil up exits cleanly on Ctrl-C: {exit:?}\n{}", mesh.log());
