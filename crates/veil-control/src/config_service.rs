@@ -49,6 +49,7 @@ impl ProxyConfigService for ConfigService {
         })?;
         let peer = veil_identity::peer_spiffe_id(&certs)
             .map_err(|e| Status::unauthenticated(format!("bad client certificate: {e}")))?;
+        let peer_addr = request.remote_addr();
         let req = request.into_inner();
         let first = self.store.get(&req.namespace, &req.pod).ok_or_else(|| {
             Status::not_found(format!(
@@ -69,11 +70,17 @@ impl ProxyConfigService for ConfigService {
         let mut changes = store.subscribe();
         let (ns, pod) = (req.namespace, req.pod);
         let stream = async_stream(move |tx| async move {
+            let listed = store.open_stream(&ns, &pod, peer_addr);
             let mut sent = first.version;
             if tx.send(encode(&first)).await.is_err() {
                 return;
             }
-            while changes.changed().await.is_ok() {
+            listed.sent(sent);
+            loop {
+                tokio::select! {
+                    changed = changes.changed() => if changed.is_err() { return },
+                    () = tx.closed() => return,
+                }
                 let Some(cfg) = store.get(&ns, &pod) else { continue };
                 if cfg.version != sent {
                     sent = cfg.version;
@@ -81,6 +88,7 @@ impl ProxyConfigService for ConfigService {
                     if tx.send(encode(&cfg)).await.is_err() {
                         return;
                     }
+                    listed.sent(sent);
                 }
             }
         });

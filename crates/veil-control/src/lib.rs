@@ -6,6 +6,7 @@
 //! TLS gRPC port (Istio's 15012): the CA service and the config stream.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod config_service;
 pub mod server;
 pub mod store;

@@ -8,6 +8,7 @@
 mod agent;
 mod cert;
 mod commands;
+mod explain;
 
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
@@ -86,6 +87,14 @@ enum Command {
     /// Certificates for software outside the mesh.
     #[command(subcommand)]
     Cert(CertCommand),
+    /// Experimental commands reading the running mesh's control plane
+    /// (Istio's `istioctl x`): `describe pod`, `auth check`.
+    #[command(subcommand)]
+    X(explain::XCommand),
+    /// Authentication checks against the running mesh (Istio 1.4's
+    /// `istioctl authn`): `tls-check`.
+    #[command(subcommand)]
+    Authn(explain::AuthnCommand),
     /// Run the sidecar or gateway proxy (started by `veil up` inside a pod).
     #[command(hide = true)]
     Proxy,
@@ -129,6 +138,8 @@ fn main() -> std::process::ExitCode {
         Command::Validate { dir } => commands::validate(&dir),
         Command::Analyze { dir, output } => commands::analyze(&dir, &output),
         Command::Proxy => commands::proxy(),
+        Command::X(cmd) => explain::x(cmd),
+        Command::Authn(cmd) => explain::authn(cmd),
         Command::Cert(CertCommand::Export { identity, dir, ttl, watch, state }) => {
             cert::export(&state.state_dir, &identity, &dir, std::time::Duration::from_secs(ttl), watch)
                 .map(|()| std::process::ExitCode::SUCCESS)

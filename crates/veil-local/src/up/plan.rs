@@ -161,6 +161,7 @@ impl MeshPlan {
             gateway_servers,
             http_routes,
             tcp_routes,
+            virtual_services: from_api::virtual_services(snapshot),
             settings: self.settings.clone(),
         }
     }

@@ -31,8 +31,7 @@ pub async fn serve(options: &UpOptions, plan: &MeshPlan, cp: &Arc<ControlPlane>,
                     }
                 }
                 Ok(report) => {
-                    let configs = plan.mesh_input(&report.snapshot).proxy_configs();
-                    let changed = cp.store.publish(configs);
+                    let changed = cp.store.publish_mesh(plan.mesh_input(&report.snapshot));
                     println!(
                         "config reloaded: {changed} proxy config(s) changed, computed in {} ms",
                         t.elapsed().as_millis()

@@ -202,8 +202,17 @@ async fn start_and_serve(
     mkdir(&state_dir.join("logs"), 0o755)?;
     mkdir(&state_dir.join("pods"), 0o755)?;
     let input = plan.mesh_input(snapshot);
-    cp.store.publish(input.proxy_configs());
+    cp.store.publish_mesh(input.clone());
     say(format!("control plane {control_addr} (CA {}, root in {})", td.as_str(), root_path.display()));
+    let admin = veil_control::admin::bind(veil_control::admin::ADMIN_PORT).await.map_err(|e| UpError::Control(e.to_string()))?;
+    let admin_addr = admin.local_addr().map_err(|e| UpError::Control(format!("admin API: {e}")))?;
+    {
+        let (store, mut rx) = (cp.store.clone(), stop_rx.clone());
+        tokio::spawn(veil_control::admin::serve(admin, store, async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }));
+    }
+    say(format!("admin API http://{admin_addr} (veil x describe pod, veil authn tls-check, veil x auth check)"));
 
     // Hosts entries: every Service name form → its ClusterIP.
     let mut hosts: Vec<(IpAddr, Vec<String>)> = Vec::new();
@@ -345,6 +354,7 @@ async fn start_and_serve(
         pods: states,
         published,
         ready_after_ms: started.elapsed().as_millis() as u64,
+        admin: Some(admin_addr),
     };
     state.save(state_dir).map_err(UpError::Local)?;
     super::summary::print(&state, &input);

@@ -55,6 +55,10 @@ pub struct MeshState {
     pub published: Vec<Published>,
     /// Milliseconds from start to every pod ready.
     pub ready_after_ms: u64,
+    /// The control plane's admin API (`127.0.0.1:15014` or the next free
+    /// port), read by `veil x describe`, `veil authn tls-check`, `veil x auth check`.
+    #[serde(default)]
+    pub admin: Option<SocketAddr>,
 }
 
 impl MeshState {
