@@ -13,6 +13,7 @@ use crate::authn::{effective_authn, namespace_mode, PeerAuthn};
 use crate::client_tls::{upstream_tls, Destination, EndpointFacts};
 use crate::config::*;
 use crate::dr::{self, DestinationRule, EffectivePolicy};
+use crate::mesh_routes::{MeshRoutes, VirtualService};
 use crate::registry::{selector_matches, Labels, Pod, Registry, ServicePort};
 use crate::routes::{gateway_listeners, GatewayServer, VsHttpRoute, VsTcpRoute};
 
@@ -56,6 +57,10 @@ pub struct MeshInput {
     pub gateway_servers: Vec<GatewayServer>,
     pub http_routes: Vec<VsHttpRoute>,
     pub tcp_routes: Vec<VsTcpRoute>,
+    /// Every VirtualService, for the routes sidecars apply
+    /// (`crate::mesh_routes`).
+    #[serde(default)]
+    pub virtual_services: Vec<VirtualService>,
 }
 
 impl MeshInput {
@@ -92,9 +97,14 @@ impl MeshInput {
     }
 
     /// Every Service port with its endpoints and per-endpoint TLS, as the
-    /// proxy of `client` sees them (see `crate::client_tls`).
+    /// proxy of `client` sees them (see `crate::client_tls`), and for a
+    /// sidecar the VirtualService routes it applies (`crate::mesh_routes`).
     pub fn outbound_for(&self, client: &Pod) -> Outbound {
-        self.outbound_in(&client.namespace, Some(&client.labels), &mut InboundCache::default())
+        let mut outbound = self.outbound_in(&client.namespace, Some(&client.labels), &mut InboundCache::default());
+        if !client.gateway {
+            MeshRoutes::new(self).attach(client, &mut outbound);
+        }
+        outbound
     }
 
     fn outbound_in(&self, client_ns: &str, labels: Option<&Labels>, cache: &mut InboundCache) -> Outbound {
@@ -135,6 +145,7 @@ impl MeshInput {
                     protocol: sp.protocol(),
                     endpoints,
                     subsets,
+                    routes: ServiceRoutes::default(),
                 });
             }
         }
@@ -168,7 +179,8 @@ impl MeshInput {
             .collect()
     }
 
-    /// The config of one proxy.
+    /// The config of one proxy, with `outbound` as given (routes included:
+    /// see [`MeshInput::outbound_for`]).
     pub fn proxy_config(&self, pod: &Pod, outbound: &Outbound) -> ProxyConfig {
         let gateway = pod.gateway.then(|| GatewayConfig {
             listeners: gateway_listeners(
@@ -198,10 +210,13 @@ impl MeshInput {
 
     /// The configs of every pod that runs a proxy (sidecar or gateway). The
     /// outbound section is computed once per client namespace (and set of
-    /// matching `workloadSelector` DestinationRules).
+    /// matching `workloadSelector` DestinationRules), and its routes once
+    /// more per set of matching VirtualService `sourceLabels`.
     pub fn proxy_configs(&self) -> Vec<ProxyConfig> {
         let mut cache = InboundCache::default();
+        let mesh_routes = MeshRoutes::new(self);
         let mut outbounds: BTreeMap<(String, Vec<usize>), Outbound> = BTreeMap::new();
+        let mut routed: BTreeMap<(String, Vec<usize>, Vec<bool>), Outbound> = BTreeMap::new();
         let mut out = Vec::new();
         for p in self.registry.pods.iter().filter(|p| p.sidecar || p.gateway) {
             let selected: Vec<usize> = self
@@ -219,9 +234,18 @@ impl MeshInput {
                 let o = self.outbound_in(&p.namespace, labels, &mut cache);
                 outbounds.insert(key.clone(), o);
             }
-            if let Some(o) = outbounds.get(&key) {
+            let Some(o) = outbounds.get(&key) else { continue };
+            if p.gateway || mesh_routes.is_empty() {
                 out.push(self.proxy_config(p, o));
+                continue;
             }
+            let routed_key = (key.0, key.1, mesh_routes.signature(p));
+            let o = routed.entry(routed_key).or_insert_with(|| {
+                let mut o = o.clone();
+                mesh_routes.attach(p, &mut o);
+                o
+            });
+            out.push(self.proxy_config(p, o));
         }
         out
     }

@@ -14,6 +14,7 @@ use veil_api::{Snapshot, TargetPort as ApiTargetPort};
 
 use crate::authn::PeerAuthn;
 use crate::dr::DestinationRule;
+use crate::mesh_routes::VirtualService;
 use crate::config::{MtlsMode, Protocol};
 use crate::registry::{parse_protocol, ContainerPort, Labels, Service, ServicePort, TargetPort};
 use crate::routes::{GatewayServer, VsHttpRoute, VsTcpRoute};
@@ -202,9 +203,28 @@ pub fn destination_rules(snapshot: &Snapshot) -> Vec<DestinationRule> {
         .collect()
 }
 
+/// Every VirtualService of the snapshot, for the routes sidecars apply
+/// (see `crate::mesh_routes`).
+pub fn virtual_services(snapshot: &Snapshot) -> Vec<VirtualService> {
+    snapshot
+        .virtual_services
+        .iter()
+        .map(|v| VirtualService {
+            namespace: v.namespace_or_default().to_string(),
+            name: v.meta.name.clone(),
+            created: v.meta.creation_timestamp.clone(),
+            spec: v.spec.clone(),
+        })
+        .collect()
+}
+
 fn server_protocol(p: veil_api::Protocol) -> Protocol {
     parse_protocol(p.as_str()).unwrap_or(Protocol::Tcp)
 }
+
+/// One HTTP match entry as gateways use it: URI prefix (or exact path),
+/// whether it is exact, `port`, and the gateways it binds to.
+type GatewayMatch = (Option<String>, bool, Option<u16>, Vec<String>);
 
 fn qualify_gateway(name: &str, vs_ns: &str) -> String {
     if name == "mesh" || name.contains('/') {
@@ -251,8 +271,10 @@ pub fn routing(snapshot: &Snapshot) -> (Vec<GatewayServer>, Vec<VsHttpRoute>, Ve
         for r in &vs.spec.http {
             let Some(dest) = r.route.first() else { continue };
             let dest_port = dest.destination.port.and_then(|p| u16::try_from(p.number).ok());
-            let matches: Vec<(Option<String>, bool, Option<u16>)> = if r.matches.is_empty() {
-                vec![(None, false, None)]
+            // A match's own `gateways` narrows the VirtualService's (Istio
+            // indexes a VirtualService by its top-level gateways only).
+            let matches: Vec<GatewayMatch> = if r.matches.is_empty() {
+                vec![(None, false, None, gateways.clone())]
             } else {
                 r.matches
                     .iter()
@@ -263,16 +285,22 @@ pub fn routing(snapshot: &Snapshot) -> (Vec<GatewayServer>, Vec<VsHttpRoute>, Ve
                             Some(u) => (u.prefix.clone(), false),
                             None => (None, false),
                         };
-                        (prefix, exact, m.port.and_then(|p| u16::try_from(p).ok()))
+                        let gws = if m.gateways.is_empty() {
+                            gateways.clone()
+                        } else {
+                            let own = m.gateways.iter().map(|g| qualify_gateway(g, &ns));
+                            own.filter(|g| gateways.contains(g)).collect()
+                        };
+                        (prefix, exact, m.port.and_then(|p| u16::try_from(p).ok()), gws)
                     })
                     .collect()
             };
-            for (uri_prefix, exact, port) in matches {
+            for (uri_prefix, exact, port, gateways) in matches {
                 http.push(VsHttpRoute {
                     source: source.clone(),
                     namespace: ns.clone(),
                     hosts: vs.spec.hosts.clone(),
-                    gateways: gateways.clone(),
+                    gateways,
                     uri_prefix,
                     exact,
                     port,

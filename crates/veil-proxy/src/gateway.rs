@@ -5,16 +5,18 @@
 //! a server with `tls.httpsRedirect`. TCP goes to one destination. TLS ports
 //! (`gateway_tls`) pick a server by SNI, terminate or pass the client's TLS
 //! through, and then use the same HTTP routing or TCP forwarding. Every
-//! destination is reached over mesh mTLS per its endpoint's `UpstreamTls`.
+//! destination is reached over mesh mTLS per its endpoint's `UpstreamTls`;
+//! HTTP requests go over pooled upstream connections (`http_pool`), with
+//! host matching and header handling from `router`.
 //!
 //! Listeners are re-bound when the config's set of (port, kind) changes.
 
 use crate::proxy::Shared;
-use crate::records;
+use crate::router;
 use crate::upstream::{self, Upstream, UpstreamError};
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
-use http_body_util::{combinators::BoxBody, BodyExt, Full};
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -26,12 +28,14 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use veil_model::{GatewayListener, GatewayTlsServer, HttpRoute, RouteDestination};
+use veil_model::{GatewayListener, GatewayTlsServer, RouteDestination};
+
+pub use crate::router::host_matches;
 
 /// Pause before retrying listeners that failed to bind, in seconds.
 const REBIND_RETRY_SECS: u64 = 5;
 
-type Body = BoxBody<Bytes, hyper::Error>;
+type Body = crate::outbound_http::ResponseBody;
 
 /// What a gateway port serves.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -165,47 +169,9 @@ where
 }
 
 fn status(code: StatusCode, body: &'static str) -> Response<Body> {
-    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).map_err(|never| match never {}).boxed());
+    let mut response = Response::new(Full::new(Bytes::from_static(body.as_bytes())).map_err(|never| match never {}).boxed_unsync());
     *response.status_mut() = code;
     response
-}
-
-/// The request's host without port, lower case.
-fn request_host(req: &Request<Incoming>) -> String {
-    let raw = req
-        .headers()
-        .get(http::header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or_default();
-    let host = match raw.strip_prefix('[') {
-        Some(v6) => v6.split(']').next().unwrap_or_default(),
-        None => raw.split(':').next().unwrap_or_default(),
-    };
-    host.to_ascii_lowercase()
-}
-
-/// Istio gateway host matching: `*` matches all, `*.example.com` matches any
-/// subdomain of `example.com`, anything else matches exactly (ignoring case).
-pub fn host_matches(pattern: &str, host: &str) -> bool {
-    if pattern == "*" {
-        return true;
-    }
-    match pattern.strip_prefix('*') {
-        Some(suffix) => host.len() > suffix.len() && host.to_ascii_lowercase().ends_with(&suffix.to_ascii_lowercase()),
-        None => pattern.eq_ignore_ascii_case(host),
-    }
-}
-
-/// The first route whose hosts include `host` and whose URI matches `path`.
-fn find_route(routes: &[HttpRoute], host: &str, path: &str) -> Option<HttpRoute> {
-    routes
-        .iter()
-        .find(|r| {
-            r.hosts.iter().any(|h| host_matches(h, host))
-                && if r.exact { path == r.uri_prefix } else { path.starts_with(&r.uri_prefix) }
-        })
-        .cloned()
 }
 
 /// A 301 to `https://<host><path?query>` (Envoy `https_redirect`).
@@ -218,19 +184,8 @@ fn https_redirect(host: &str, req: &Request<Incoming>) -> Response<Body> {
     response
 }
 
-/// Makes a request received over HTTP/1.1 or HTTP/2 fit an HTTP/1.1
-/// upstream: origin-form URI, a `Host` header, and `x-forwarded-for`.
-fn prepare_upstream_request(req: &mut Request<Incoming>, peer: SocketAddr) {
-    if !req.headers().contains_key(http::header::HOST) {
-        if let Some(value) = req.uri().authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
-            req.headers_mut().insert(http::header::HOST, value);
-        }
-    }
-    let origin = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    if let Ok(uri) = origin.parse::<Uri>() {
-        *req.uri_mut() = uri;
-    }
-    *req.version_mut() = Version::HTTP_11;
+/// Adds the client address to `x-forwarded-for`.
+fn forwarded_for<B>(req: &mut Request<B>, peer: SocketAddr) {
     let forwarded = match req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
         Some(existing) => format!("{existing}, {}", peer.ip()),
         None => peer.ip().to_string(),
@@ -241,7 +196,7 @@ fn prepare_upstream_request(req: &mut Request<Incoming>, peer: SocketAddr) {
 }
 
 async fn route_request(shared: &Shared, routes: &Routes, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
-    let host = request_host(&req);
+    let host = router::request_host(&req);
     let path = req.uri().path().to_string();
     let port = routes.port();
     let route = match routes {
@@ -251,35 +206,28 @@ async fn route_request(shared: &Shared, routes: &Routes, peer: SocketAddr, mut r
                 tracing::debug!(%peer, port, %host, %path, "gateway: httpsRedirect");
                 return https_redirect(&host, &req);
             }
-            listener.and_then(|l| find_route(&l.http_routes, &host, &path))
+            listener.and_then(|l| router::gateway_route(&l.http_routes, &host, &path))
         }
-        Routes::Tls(_, server) => find_route(&server.http_routes, &host, &path),
+        Routes::Tls(_, server) => router::gateway_route(&server.http_routes, &host, &path),
     };
     let Some(route) = route else {
         tracing::debug!(%peer, port, %host, %path, "gateway: no route");
         return status(StatusCode::NOT_FOUND, "no route\n");
     };
     let destination = &route.destination;
-    let upstream = match connect(shared, &destination.host, destination.port).await {
-        Ok(upstream) => upstream,
+    let endpoint = match upstream::resolve(shared, &destination.host, destination.port) {
+        Ok(endpoint) => endpoint,
         Err(e) => {
             tracing::warn!(%peer, port, route = %route.source, "gateway upstream {}:{} unavailable: {e}", destination.host, destination.port);
             return status(StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable\n");
         }
     };
-    prepare_upstream_request(&mut req, peer);
-    let (mut sender, connection) = match hyper::client::conn::http1::handshake(TokioIo::new(upstream.stream)).await {
-        Ok(pair) => pair,
+    forwarded_for(&mut req, peer);
+    router::prepare_upstream(&mut req, false);
+    match shared.http.send(shared, &endpoint, req.map(|b| b.boxed_unsync())).await {
+        Ok(response) => crate::outbound_http::downstream_response(response),
         Err(e) => {
-            tracing::warn!(%peer, port, "gateway upstream {}:{} HTTP handshake failed: {e}", destination.host, destination.port);
-            return status(StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable\n");
-        }
-    };
-    tokio::spawn(connection);
-    match sender.send_request(req).await {
-        Ok(response) => response.map(|b| b.boxed()),
-        Err(e) => {
-            tracing::warn!(%peer, port, "gateway upstream {}:{} request failed: {e}", destination.host, destination.port);
+            tracing::warn!(%peer, port, route = %route.source, "gateway upstream {}:{} request failed: {e}", destination.host, destination.port);
             status(StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable\n")
         }
     }
@@ -287,19 +235,8 @@ async fn route_request(shared: &Shared, routes: &Routes, peer: SocketAddr, mut r
 
 /// Connects to a service by name and records the connection.
 pub(crate) async fn connect(shared: &Shared, host: &str, port: u16) -> Result<Upstream, UpstreamError> {
-    let start_ms = records::now_ms();
     let endpoint = upstream::resolve(shared, host, port)?;
-    let upstream = upstream::connect(shared, &endpoint).await?;
-    let config = shared.config();
-    let mut record = records::record("outbound", &config.node.pod, upstream.local, upstream.peer, start_ms);
-    record.security = upstream.security().to_string();
-    record.alpn = upstream.alpn.clone();
-    record.destination_principal = upstream.principal.clone();
-    if upstream.principal.is_some() {
-        record.source_principal = Some(config.node.spiffe_id.clone());
-    }
-    shared.records.send(record);
-    Ok(upstream)
+    crate::http_pool::connect_recorded(shared, &endpoint).await
 }
 
 async fn serve_tcp(listener: TcpListener, shared: Arc<Shared>, port: u16) {
@@ -331,20 +268,5 @@ where
     };
     if let Err(e) = crate::copy::bidirectional(&mut downstream, &mut upstream.stream).await {
         tracing::debug!(%peer, port, error = %e, "gateway TCP connection ended with an error");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::host_matches;
-
-    #[test]
-    fn host_patterns() {
-        assert!(host_matches("*", "anything.example"));
-        assert!(host_matches("*.example.com", "www.example.com"));
-        assert!(!host_matches("*.example.com", "example.com"));
-        assert!(!host_matches("*.example.com", "www.example.org"));
-        assert!(host_matches("Bookinfo.Example", "bookinfo.example"));
-        assert!(!host_matches("bookinfo.example", "other.example"));
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! A connection's whole path lives in a few files: [`inbound`] (accepted on 15006,
 //! mode decided per port, identity checked by `tls`), [`outbound`] (accepted on 15001,
-//! endpoint picked, mesh mTLS originated by `upstream`), [`gateway`] (gateway listeners),
-//! and `copy` (where bytes move). Every proxied connection leaves one
+//! endpoint picked, mesh mTLS originated by `upstream`; HTTP Service ports are routed
+//! per request by `outbound_http` with the `router` engine and pooled upstream
+//! connections of `http_pool`), [`gateway`] (gateway listeners), and `copy` (where
+//! bytes move). Every proxied connection leaves one
 //! [`veil_model::ConnectionRecord`] (see `records`).
 //!
 //! The library is runtime-agnostic; [`run_blocking`] builds a small tokio runtime.
@@ -16,11 +18,14 @@ mod error;
 pub mod gateway;
 mod gateway_certs;
 mod gateway_tls;
+mod http_pool;
 pub mod inbound;
 mod orig_dst;
 pub mod outbound;
+mod outbound_http;
 mod proxy;
 mod records;
+mod router;
 mod sniff;
 mod tls;
 mod upstream;

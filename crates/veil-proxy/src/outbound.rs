@@ -1,10 +1,13 @@
 //! Outbound (15001): connections the workload makes, redirected by iptables.
 //!
-//! Original destination → `Outbound::lookup` → endpoint (the dialled one, or
-//! round robin over the service) → mesh mTLS or plain per the endpoint's
-//! `UpstreamTls`. A destination the config does not know is passed through
-//! in plain to where the workload dialled (Istio's `ALLOW_ANY`,
-//! `PassthroughCluster`).
+//! Original destination → `Outbound::lookup` → a Service port. HTTP
+//! Service ports (dialled by ClusterIP) are served per request by
+//! `outbound_http`. Other connections go to an endpoint (the dialled one;
+//! else a weighted destination of the Service's `VirtualService` TCP route,
+//! chosen per connection; else round robin over the Service) → mesh mTLS
+//! or plain per the endpoint's `UpstreamTls`, bytes copied. A destination
+//! the config does not know is passed through in plain to where the
+//! workload dialled (Istio's `ALLOW_ANY`, `PassthroughCluster`).
 
 use crate::proxy::Shared;
 use crate::records;
@@ -18,11 +21,11 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
     loop {
         let (stream, peer) = crate::proxy::accept(&listener).await;
         let shared = shared.clone();
-        tokio::spawn(async move { handle(&shared, stream, peer).await });
+        tokio::spawn(handle(shared, stream, peer));
     }
 }
 
-async fn handle(shared: &Shared, mut downstream: TcpStream, peer: SocketAddr) {
+async fn handle(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAddr) {
     let start_ms = records::now_ms();
     let _ = downstream.set_nodelay(true);
     let Some(dst) = crate::orig_dst::original_dst(&downstream) else { return };
@@ -32,19 +35,31 @@ async fn handle(shared: &Shared, mut downstream: TcpStream, peer: SocketAddr) {
     }
     let config = shared.config();
     let upstream = match config.outbound.lookup(dst.ip(), dst.port()) {
+        Some((service, None)) if service.protocol.is_http() => {
+            crate::outbound_http::serve(shared.clone(), downstream, peer, dst).await;
+            return;
+        }
         Some((service, endpoint)) => {
             let chosen = match endpoint {
-                Some(e) => Some(e.clone()),
-                None => shared.balancer.pick(service),
+                Some(e) => Ok(e.clone()),
+                None if !service.routes.tcp.is_empty() => {
+                    crate::router::tcp_endpoint(&shared, &config, service).map_err(|e| e.to_string())
+                }
+                None => shared.balancer.pick(service).ok_or_else(|| {
+                    UpstreamError::NoEndpoint { host: service.hostname.clone(), port: service.port }.to_string()
+                }),
             };
-            let Some(endpoint) = chosen else {
-                let e = UpstreamError::NoEndpoint { host: service.hostname.clone(), port: service.port };
-                tracing::warn!(%peer, %dst, "outbound connection failed: {e}");
-                return;
+            let endpoint = match chosen {
+                Ok(endpoint) => endpoint,
+                Err(e) => {
+                    let route = &service.routes.source;
+                    tracing::warn!(%peer, %dst, %route, "outbound connection failed: {e}");
+                    return;
+                }
             };
-            upstream::connect(shared, &endpoint).await.map_err(|e| (e, service.hostname.clone()))
+            upstream::connect(&shared, &endpoint).await.map_err(|e| (e, service.hostname.clone()))
         }
-        None => passthrough(shared, dst).await.map_err(|e| (e, "PassthroughCluster".to_string())),
+        None => passthrough(&shared, dst).await.map_err(|e| (e, "PassthroughCluster".to_string())),
     };
     let mut upstream = match upstream {
         Ok(upstream) => upstream,

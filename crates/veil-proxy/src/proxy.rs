@@ -3,6 +3,7 @@
 
 use crate::records::{self, RecordSink, RecordWriter};
 use crate::tls::TlsConfigs;
+use crate::http_pool::HttpPool;
 use crate::upstream::Balancer;
 use crate::ProxyError;
 use std::future::Future;
@@ -74,6 +75,8 @@ pub(crate) struct Shared {
     pub(crate) tls: TlsConfigs,
     pub(crate) records: RecordSink,
     pub(crate) balancer: Balancer,
+    /// Pooled upstream HTTP connections (`http_pool`).
+    pub(crate) http: HttpPool,
 }
 
 impl Shared {
@@ -131,6 +134,7 @@ impl Proxy {
             tls: TlsConfigs::new(cert, bundle),
             records,
             balancer: Balancer::default(),
+            http: HttpPool::default(),
         });
         Ok(Proxy { shared, inbound, outbound, admin, readiness, writer })
     }

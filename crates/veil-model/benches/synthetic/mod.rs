@@ -132,6 +132,7 @@ pub fn mesh_input(snapshot: &Snapshot) -> MeshInput {
         gateway_servers,
         http_routes,
         tcp_routes,
+        virtual_services: from_api::virtual_services(snapshot),
         settings,
     }
 }

@@ -143,6 +143,7 @@ pub fn input_of(snap: &Snapshot) -> MeshInput {
         gateway_servers,
         http_routes,
         tcp_routes,
+        virtual_services: from_api::virtual_services(snap),
         settings,
     }
 }

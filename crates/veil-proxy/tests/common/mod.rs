@@ -103,6 +103,7 @@ pub fn service(host: &str, cluster_ip: Ipv4Addr, port: u16, endpoint: Endpoint) 
         protocol: Protocol::Tcp,
         endpoints: vec![endpoint],
         subsets: Default::default(),
+        routes: Default::default(),
     }
 }
 

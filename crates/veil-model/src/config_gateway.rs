@@ -1,0 +1,212 @@
+//! The gateway part of `ProxyConfig`: listeners, TLS servers, their
+//! credentials and routes. Re-exported from `crate::config`.
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+use crate::config::{Protocol, ProxyConfig};
+
+/// The servers of a gateway proxy.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct GatewayConfig {
+    pub listeners: Vec<GatewayListener>,
+}
+
+/// One port a gateway listens on (the gateway Service's target port).
+///
+/// A port with `tls_servers` is a TLS port: the ClientHello's SNI picks one
+/// server (see [`GatewayTlsServer`]). Otherwise it serves plaintext HTTP
+/// (`http_routes`, `https_redirect_hosts`) or TCP (`tcp_route`) by `protocol`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayListener {
+    pub port: u16,
+    pub protocol: Protocol,
+    /// HTTP routes, first match wins (for HTTP listeners).
+    #[serde(default)]
+    pub http_routes: Vec<HttpRoute>,
+    /// Destination of TCP listeners.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_route: Option<RouteDestination>,
+    /// Host patterns of plaintext HTTP servers with `tls.httpsRedirect`:
+    /// a request for one of them gets a 301 to `https://<host><path>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub https_redirect_hosts: Vec<String>,
+    /// TLS servers on this port (HTTPS, TLS), told apart by SNI.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_servers: Vec<GatewayTlsServer>,
+}
+
+/// One `VirtualService` HTTP route bound to a gateway.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HttpRoute {
+    /// Host names the route serves (`*` for any); compared with the `Host`
+    /// header without port.
+    pub hosts: Vec<String>,
+    /// URI prefix the request path must start with (`/` for all); with
+    /// `exact`, the whole path must equal it.
+    pub uri_prefix: String,
+    /// `uri.exact` rather than `uri.prefix`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub exact: bool,
+    pub destination: RouteDestination,
+    /// `namespace/name` of the VirtualService it came from.
+    pub source: String,
+}
+
+/// Where a route sends traffic: a Service host name and port.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RouteDestination {
+    /// FQDN, `name.namespace.svc.cluster.local`.
+    pub host: String,
+    pub port: u16,
+}
+
+impl Default for GatewayListener {
+    /// An empty plaintext HTTP listener on port 0.
+    fn default() -> Self {
+        GatewayListener {
+            port: 0,
+            protocol: Protocol::Http,
+            http_routes: Vec::new(),
+            tcp_route: None,
+            https_redirect_hosts: Vec::new(),
+            tls_servers: Vec::new(),
+        }
+    }
+}
+
+/// How a gateway TLS server treats the client's TLS (`servers[].tls.mode`).
+///
+/// Follows <https://istio.io/latest/docs/reference/config/networking/gateway/#ServerTLSSettings-TLSmode>.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum GatewayTlsMode {
+    /// Terminate TLS; no client certificate asked for.
+    Simple,
+    /// Terminate TLS; a client certificate from the server's CA is required.
+    Mutual,
+    /// Terminate TLS; a client certificate is asked for and, when sent,
+    /// must chain to the server's CA.
+    OptionalMutual,
+    /// Terminate mesh mTLS with the gateway's own workload certificate.
+    IstioMutual,
+    /// Do not terminate: forward the client's TLS bytes by SNI
+    /// (`VirtualService` `tls` routes).
+    Passthrough,
+}
+
+impl std::fmt::Display for GatewayTlsMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GatewayTlsMode::Simple => "SIMPLE",
+            GatewayTlsMode::Mutual => "MUTUAL",
+            GatewayTlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
+            GatewayTlsMode::IstioMutual => "ISTIO_MUTUAL",
+            GatewayTlsMode::Passthrough => "PASSTHROUGH",
+        })
+    }
+}
+
+/// PEM material: carried in the config (from a Kubernetes Secret), or a
+/// file the proxy reads (and re-reads when its modification time changes).
+#[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PemSource {
+    /// PEM text.
+    Pem(String),
+    /// Path of a PEM file on the proxy's host.
+    File(PathBuf),
+}
+
+impl std::fmt::Debug for PemSource {
+    /// Never prints PEM text (it may be a private key).
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PemSource::Pem(text) => write!(f, "Pem(<{} bytes>)", text.len()),
+            PemSource::File(path) => f.debug_tuple("File").field(path).finish(),
+        }
+    }
+}
+
+/// The certificate a terminating gateway server presents, and the CA its
+/// clients' certificates must chain to (MUTUAL, OPTIONAL_MUTUAL).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ServerCredential {
+    /// Where the material came from, for logs: `Secret istio-system/name`
+    /// or `files`.
+    pub source: String,
+    /// PEM certificate chain, leaf first (`tls.crt`/`cert`, `serverCertificate`).
+    pub cert: PemSource,
+    /// PEM private key of the leaf (`tls.key`/`key`, `privateKey`).
+    pub key: PemSource,
+    /// PEM CA bundle for client certificates (`ca.crt`/`cacert`, the
+    /// `<name>-cacert` Secret, `caCertificates`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<PemSource>,
+}
+
+/// One TLS server (`Gateway` server with protocol HTTPS or TLS) on a
+/// gateway port.
+///
+/// The server for a connection is the one whose `sni_hosts` match the
+/// ClientHello's SNI most specifically (exact, then the longest wildcard
+/// suffix, then a server with no `sni_hosts`), as Envoy picks filter chains
+/// for Istio (`GetSNIHostsForServer`, spec §1.5). No match: the handshake
+/// is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GatewayTlsServer {
+    /// `namespace/name` of the Gateway.
+    pub gateway: String,
+    /// SNI names: the server's `hosts` without their `ns/` part; empty for
+    /// `*` (any SNI, or none).
+    #[serde(default)]
+    pub sni_hosts: Vec<String>,
+    pub mode: GatewayTlsMode,
+    /// After termination the bytes are HTTP (server protocol HTTPS, HTTP2,
+    /// GRPC; ALPN `h2`, `http/1.1`) routed by `http_routes`; otherwise they
+    /// go to `tcp_route`.
+    #[serde(default)]
+    pub http: bool,
+    /// What the server presents (terminating modes other than ISTIO_MUTUAL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<ServerCredential>,
+    /// HTTP routes after termination, first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_routes: Vec<HttpRoute>,
+    /// Destination of terminated non-HTTP TLS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_route: Option<RouteDestination>,
+    /// PASSTHROUGH routes by SNI, first match wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_routes: Vec<TlsRoute>,
+    /// Why this server cannot serve (for example its `credentialName`
+    /// Secret is missing); its handshakes are refused and this is logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// One `VirtualService` `tls` route bound to a PASSTHROUGH server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsRoute {
+    /// SNI patterns (`match.sniHosts`: `*`, `*.example.com`, exact).
+    pub sni_hosts: Vec<String>,
+    pub destination: RouteDestination,
+    /// `namespace/name` of the VirtualService it came from.
+    pub source: String,
+}
+
+impl ProxyConfig {
+    /// A copy for display (admin `/config_dump`): the PEM of every gateway
+    /// private key is replaced by `[redacted]`, as Istio's config dump
+    /// redacts secrets. Certificates and file paths are kept.
+    pub fn without_private_keys(&self) -> ProxyConfig {
+        let mut copy = self.clone();
+        let servers = copy.gateway.iter_mut().flat_map(|g| g.listeners.iter_mut()).flat_map(|l| l.tls_servers.iter_mut());
+        for credential in servers.filter_map(|s| s.credential.as_mut()) {
+            if let PemSource::Pem(key) = &mut credential.key {
+                *key = "[redacted]".into();
+            }
+        }
+        copy
+    }
+}
