@@ -27,7 +27,7 @@ pub enum BenchError {
     Usage(String),
     #[error("network error talking to {addr}: {detail}")]
     Net { addr: String, detail: String },
-    #[error("the smoke run is incomplete: {0}")]
+    #[error("the run is incomplete: {0}")]
     Incomplete(String),
 }
 

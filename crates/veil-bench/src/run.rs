@@ -51,7 +51,7 @@ pub struct RunOptions {
     pub only: Vec<String>,
 }
 
-const LOCK: &str = "/run/lock/veil-bench.lock";
+const LOCK: &str = "/run/veil-bench.lock";
 const TOOLS: [&str; 6] = ["ip", "openssl", "wrk", "iperf3", "stunnel4", "haproxy"];
 
 type Lock = nix::fcntl::Flock<std::fs::File>;
@@ -83,10 +83,11 @@ fn preflight() -> Result<Lock, BenchError> {
     Ok(lock)
 }
 
-/// Lets many short connections reuse ports (same settings for every path).
+/// Lets many short connections reuse ports in TIME_WAIT (same for every
+/// path). The ephemeral range stays above the proxies' 15xxx ports.
 fn tune(netns: &str) {
     let mut c = in_netns(netns, "sysctl");
-    c.args(["-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000"]);
+    c.args(["-qw", "net.ipv4.tcp_tw_reuse=1"]);
     let _ = output(c, "sysctl", Duration::from_secs(10));
 }
 
@@ -224,8 +225,9 @@ fn date() -> String {
 ///
 /// # Errors
 /// Preflight errors (not root, another mesh or run, missing tools), a mesh
-/// that does not start, and [`BenchError::Incomplete`] (after writing the
-/// report) when a figure is missing or a phase failed.
+/// that does not start, and [`BenchError::Incomplete`] when a figure is
+/// missing or a phase failed; the report then goes to the kept work
+/// directory, not to `out`.
 pub fn run(opts: RunOptions) -> Result<Report, BenchError> {
     let _lock = preflight()?;
     let work_dir = tempfile::Builder::new().prefix("veil-bench.").tempdir().map_err(|e| BenchError::io("create", "/tmp", e))?;
@@ -249,6 +251,9 @@ pub fn run(opts: RunOptions) -> Result<Report, BenchError> {
         PathKind::Peer => 2,
     };
     paths.sort_by_key(order);
+    if paths.is_empty() {
+        return Err(BenchError::Usage(format!("no path selected by --only {}; set BENCH_EXTERNAL_* for external", ctx.opts.only.join(","))));
+    }
     let control_plane = ctx.control_plane().map_err(|e| eprintln!("bench: control plane: {e}")).ok();
     let external = External::from_env()?.map(|e| e.name);
     let s = &ctx.settings;
@@ -270,13 +275,14 @@ pub fn run(opts: RunOptions) -> Result<Report, BenchError> {
         control_plane,
     };
     report.machine.insert("mode".into(), report.mode.clone());
-    write(&ctx.opts.out, &report)?;
     let missing = report::missing(&report);
     if !missing.is_empty() {
         println!("{}", report::markdown(&report));
         let kept = work_dir.keep();
-        return Err(BenchError::Incomplete(format!("{}; logs and configs kept in {}", missing.join("; "), kept.display())));
+        write(&Some(kept.clone()), &report)?;
+        return Err(BenchError::Incomplete(format!("{}; report, logs and configs kept in {}", missing.join("; "), kept.display())));
     }
+    write(&ctx.opts.out, &report)?;
     Ok(report)
 }
 

@@ -198,3 +198,42 @@ impl External {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_are_p256_and_both_haproxy_sides_accept_their_config() {
+        let dir = match tempfile::tempdir() {
+            Ok(d) => d,
+            Err(e) => panic!("tempdir: {e}"),
+        };
+        let certs = match Certs::make(dir.path()) {
+            Ok(c) => c,
+            Err(e) => panic!("{e}"),
+        };
+        let text = std::process::Command::new("openssl")
+            .args(["x509", "-noout", "-text", "-in"])
+            .arg(dir.path().join("client.pem"))
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).to_string())
+            .unwrap_or_default();
+        assert!(text.contains("prime256v1") && text.contains("TLS Web Client Authentication"), "{text}");
+        let ip: IpAddr = [10, 0, 0, 2].into();
+        for client_side in [false, true] {
+            let cfg = dir.path().join(format!("h{client_side}.cfg"));
+            assert!(std::fs::write(&cfg, haproxy_config(&certs, client_side, ip)).is_ok());
+            let out = std::process::Command::new("haproxy").arg("-c").arg("-f").arg(&cfg).output();
+            let ok = out.as_ref().is_ok_and(|o| o.status.success());
+            assert!(ok, "haproxy -c rejects the {} side: {out:?}", if client_side { "client" } else { "server" });
+        }
+        let broken = dir.path().join("broken.cfg");
+        assert!(std::fs::write(&broken, haproxy_config(&certs, true, ip).replace("client.both.pem", "absent.pem")).is_ok());
+        let out = std::process::Command::new("haproxy").arg("-c").arg("-f").arg(&broken).output();
+        assert!(out.is_ok_and(|o| !o.status.success()), "the check must fail for a missing certificate");
+        let stunnel = stunnel_config(&certs, true, ip);
+        assert!(stunnel.contains("sslVersionMin = TLSv1.3") && stunnel.contains("verifyChain = yes"));
+        assert_eq!(stunnel.matches("accept = 127.0.0.1:").count(), APP_PORTS.len());
+    }
+}

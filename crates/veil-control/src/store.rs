@@ -129,13 +129,27 @@ impl ConfigStore {
                 Err(poisoned) => poisoned.into_inner(),
             };
             let mut next = HashMap::with_capacity(configs.len());
+            // Proxies share outbound sections (`Arc`): compare each pair of
+            // shared sections once, not once per proxy.
+            let mut same_outbound: HashMap<(usize, usize), bool> = HashMap::new();
             for mut cfg in configs {
                 let key = (cfg.node.namespace.clone(), cfg.node.pod.clone());
                 let old = map.get(&key);
                 let version = match old {
                     Some(old) => {
                         cfg.version = old.version;
-                        if **old == cfg {
+                        let pair = (Arc::as_ptr(&old.outbound) as usize, Arc::as_ptr(&cfg.outbound) as usize);
+                        let outbound_same =
+                            *same_outbound.entry(pair).or_insert_with(|| old.outbound == cfg.outbound);
+                        if outbound_same {
+                            // Keep the old allocation so the next publish compares by pointer.
+                            cfg.outbound = old.outbound.clone();
+                        }
+                        if outbound_same
+                            && old.node == cfg.node
+                            && old.inbound == cfg.inbound
+                            && old.gateway == cfg.gateway
+                        {
                             old.version
                         } else {
                             changed += 1;

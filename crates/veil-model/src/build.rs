@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use crate::authn::{effective_authn, namespace_mode, PeerAuthn};
 use crate::client_tls::{upstream_tls, Destination, EndpointFacts};
@@ -93,40 +94,56 @@ impl MeshInput {
     /// namespace (and labels, for `workloadSelector`): use
     /// [`MeshInput::outbound_for`] for a given client.
     pub fn outbound(&self) -> Outbound {
-        self.outbound_in(veil_api::DEFAULT_NAMESPACE, None, &mut InboundCache::default())
+        self.outbound_in(veil_api::DEFAULT_NAMESPACE, None, &mut InboundCache::default(), &self.service_index())
+    }
+
+    /// For each Service (by index), the indices of the pods it selects and
+    /// their sorted SPIFFE IDs: computed once per build instead of once per
+    /// client namespace.
+    fn service_index(&self) -> ServiceIndex {
+        self.registry
+            .services
+            .iter()
+            .map(|svc| {
+                let pods: Vec<usize> =
+                    self.registry.pods.iter().enumerate().filter(|(_, p)| svc.selects(p)).map(|(i, _)| i).collect();
+                let mut ids: Vec<String> = pods.iter().filter_map(|i| self.registry.pods.get(*i)).map(|p| self.spiffe_id(p)).collect();
+                ids.sort();
+                ids.dedup();
+                (pods, ids)
+            })
+            .collect()
     }
 
     /// Every Service port with its endpoints and per-endpoint TLS, as the
     /// proxy of `client` sees them (see `crate::client_tls`), and for a
     /// sidecar the VirtualService routes it applies (`crate::mesh_routes`).
     pub fn outbound_for(&self, client: &Pod) -> Outbound {
-        let mut outbound = self.outbound_in(&client.namespace, Some(&client.labels), &mut InboundCache::default());
+        let mut outbound =
+            self.outbound_in(&client.namespace, Some(&client.labels), &mut InboundCache::default(), &self.service_index());
         if !client.gateway {
             MeshRoutes::new(self).attach(client, &mut outbound);
         }
         outbound
     }
 
-    fn outbound_in(&self, client_ns: &str, labels: Option<&Labels>, cache: &mut InboundCache) -> Outbound {
+    fn outbound_in(&self, client_ns: &str, labels: Option<&Labels>, cache: &mut InboundCache, index: &ServiceIndex) -> Outbound {
         let root = &self.settings.root_namespace;
         let domain = &self.settings.domain;
         let client = dr::Client { namespace: client_ns, labels };
         let mut services = Vec::new();
-        for svc in &self.registry.services {
+        for (svc, (pod_idx, identities)) in self.registry.services.iter().zip(index.iter()) {
             let hostname = svc.hostname(domain);
             let target = dr::Target { host: &hostname, namespace: &svc.namespace };
             let rule = dr::lookup(&self.destination_rules, client, target, root, domain);
-            let pods: Vec<&Pod> = self.registry.pods.iter().filter(|p| svc.selects(p)).collect();
-            let mut identities: Vec<String> = pods.iter().map(|p| self.spiffe_id(p)).collect();
-            identities.sort();
-            identities.dedup();
+            let pods: Vec<&Pod> = pod_idx.iter().filter_map(|i| self.registry.pods.get(*i)).collect();
             let namespace_mode = namespace_mode(&self.peer_authentications, &svc.namespace, root);
             for sp in &svc.ports {
                 let mut dest = Destination {
                     host: &hostname,
                     port: sp.port,
                     subset: None,
-                    identities: &identities,
+                    identities,
                     namespace_mode,
                     base_dir: rule.as_ref().and_then(|r| r.base_dir.as_deref()),
                 };
@@ -182,6 +199,10 @@ impl MeshInput {
     /// The config of one proxy, with `outbound` as given (routes included:
     /// see [`MeshInput::outbound_for`]).
     pub fn proxy_config(&self, pod: &Pod, outbound: &Outbound) -> ProxyConfig {
+        self.proxy_config_shared(pod, Arc::new(outbound.clone()), self.inbound(pod))
+    }
+
+    fn proxy_config_shared(&self, pod: &Pod, outbound: Arc<Outbound>, inbound: Inbound) -> ProxyConfig {
         let gateway = pod.gateway.then(|| GatewayConfig {
             listeners: gateway_listeners(
                 pod,
@@ -202,8 +223,8 @@ impl MeshInput {
                 spiffe_id: self.spiffe_id(pod),
                 ip: pod.ip,
             },
-            inbound: self.inbound(pod),
-            outbound: outbound.clone(),
+            inbound,
+            outbound,
             gateway,
         }
     }
@@ -214,9 +235,11 @@ impl MeshInput {
     /// more per set of matching VirtualService `sourceLabels`.
     pub fn proxy_configs(&self) -> Vec<ProxyConfig> {
         let mut cache = InboundCache::default();
+        let index = self.service_index();
         let mesh_routes = MeshRoutes::new(self);
-        let mut outbounds: BTreeMap<(String, Vec<usize>), Outbound> = BTreeMap::new();
-        let mut routed: BTreeMap<(String, Vec<usize>, Vec<bool>), Outbound> = BTreeMap::new();
+        let mut outbounds: BTreeMap<(String, Vec<usize>), Arc<Outbound>> = BTreeMap::new();
+        let mut distinct: Vec<Arc<Outbound>> = Vec::new();
+        let mut routed: BTreeMap<(String, Vec<usize>, Vec<bool>), Arc<Outbound>> = BTreeMap::new();
         let mut out = Vec::new();
         for p in self.registry.pods.iter().filter(|p| p.sidecar || p.gateway) {
             let selected: Vec<usize> = self
@@ -231,25 +254,41 @@ impl MeshInput {
             let key = (p.namespace.clone(), selected);
             let labels = (!key.1.is_empty()).then_some(&p.labels);
             if !outbounds.contains_key(&key) {
-                let o = self.outbound_in(&p.namespace, labels, &mut cache);
-                outbounds.insert(key.clone(), o);
+                let o = self.outbound_in(&p.namespace, labels, &mut cache, &index);
+                // Most namespaces see the same outbound: keep one copy of each.
+                let shared = match distinct.iter().find(|d| ***d == o) {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = Arc::new(o);
+                        distinct.push(d.clone());
+                        d
+                    }
+                };
+                outbounds.insert(key.clone(), shared);
             }
-            let Some(o) = outbounds.get(&key) else { continue };
+            let Some(o) = outbounds.get(&key).cloned() else { continue };
+            let inbound = cache.get(self, p).clone();
             if p.gateway || mesh_routes.is_empty() {
-                out.push(self.proxy_config(p, o));
+                out.push(self.proxy_config_shared(p, o, inbound));
                 continue;
             }
             let routed_key = (key.0, key.1, mesh_routes.signature(p));
-            let o = routed.entry(routed_key).or_insert_with(|| {
-                let mut o = o.clone();
-                mesh_routes.attach(p, &mut o);
-                o
-            });
-            out.push(self.proxy_config(p, o));
+            let o = routed
+                .entry(routed_key)
+                .or_insert_with(|| {
+                    let mut o = (*o).clone();
+                    mesh_routes.attach(p, &mut o);
+                    Arc::new(o)
+                })
+                .clone();
+            out.push(self.proxy_config_shared(p, o, inbound));
         }
         out
     }
 }
+
+/// Per Service: the indices of its pods and their sorted SPIFFE IDs.
+type ServiceIndex = Vec<(Vec<usize>, Vec<String>)>;
 
 /// Inbound settings per pod (`namespace/name`), computed once per build.
 #[derive(Default)]

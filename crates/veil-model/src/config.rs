@@ -81,7 +81,10 @@ pub struct ProxyConfig {
     pub version: u64,
     pub node: Node,
     pub inbound: Inbound,
-    pub outbound: Outbound,
+    /// Shared between the proxies that see the same outbound (same client
+    /// namespace, DestinationRule and route selection), so a mesh of
+    /// thousands of proxies holds a few copies, not one per proxy.
+    pub outbound: std::sync::Arc<Outbound>,
     /// Present only for gateways.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gateway: Option<GatewayConfig>,

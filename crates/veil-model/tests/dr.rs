@@ -314,7 +314,7 @@ fn workload_selector_rules_apply_only_to_matching_clients() {
     assert_eq!(sni(&i, "a2", "b", 80), "everyone");
     let configs = i.proxy_configs();
     let of = |pod: &str| configs.iter().find(|c| c.node.pod == pod).expect("config").outbound.clone();
-    let b_of = |pod: &str| of(pod).services.into_iter().find(|s| s.hostname.starts_with("b.") && s.port == 80).expect("b");
+    let b_of = |pod: &str| of(pod).services.iter().find(|s| s.hostname.starts_with("b.") && s.port == 80).cloned().expect("b");
     assert!(matches!(&b_of("a").endpoints[0].tls, UpstreamTls::IstioMutual { sni, .. } if sni == "selected"));
     assert!(matches!(&b_of("a2").endpoints[0].tls, UpstreamTls::IstioMutual { sni, .. } if sni == "everyone"));
 }

@@ -36,7 +36,7 @@ fn config(version: u64) -> ProxyConfig {
         version,
         node: common::node("client", "shop", "client", std::net::Ipv4Addr::LOCALHOST),
         inbound: Inbound { mode: MtlsMode::Strict, ports: vec![], sniff_timeout_ms: 100 },
-        outbound: Outbound::default(),
+        outbound: Outbound::default().into(),
         gateway: None,
     }
 }

@@ -340,7 +340,7 @@ async fn passthrough_carries_the_clients_own_tls_to_the_app() {
     let host = "tlsapp.shop.svc.cluster.local";
     let mut config = (**mesh.client.config.borrow()).clone();
     let endpoint = mesh_endpoint(mesh.net.ip_b, TLS_APP, &mesh.id_b.to_string(), host);
-    config.outbound.services.push(service(host, Ipv4Addr::new(10, 96, 0, 30), TLS_APP, endpoint));
+    std::sync::Arc::make_mut(&mut config.outbound).services.push(service(host, Ipv4Addr::new(10, 96, 0, 30), TLS_APP, endpoint));
     mesh.client.config.send_replace(Arc::new(config));
     let mut pass = tls_server("*", GatewayTlsMode::Passthrough, None);
     pass.sni_hosts.clear();

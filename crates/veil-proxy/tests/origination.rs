@@ -218,7 +218,7 @@ impl Setup {
             version: 1,
             node: node("client", "shop", "client", pair.ip_a),
             inbound: Inbound { mode: MtlsMode::Permissive, ports: vec![], sniff_timeout_ms: 200 },
-            outbound,
+            outbound: outbound.into(),
             gateway: None,
         };
         let client = Sidecar::start(&pair.a, dir.path(), config, issue(&ca, &id), ca.trust_bundle()).await;

@@ -282,7 +282,8 @@ impl Mesh {
                         mesh_endpoint(net.ip_b, ECHO_PERMISSIVE, &b, host)),
                     service("web.shop.svc.cluster.local", VIP_WEB, 80, mesh_endpoint(net.ip_b, HTTP_STRICT, &b, host)),
                 ],
-            },
+            }
+            .into(),
             gateway: None,
         };
         let port = |port, mode, protocol| InboundPort { port, mode, protocol };
@@ -299,7 +300,7 @@ impl Mesh {
                 ],
                 sniff_timeout_ms: 200,
             },
-            outbound: Outbound::default(),
+            outbound: Outbound::default().into(),
             gateway: None,
         };
         let client = Sidecar::start(&net.a, dir.path(), client_config, issue(&ca, &id_a), ca.trust_bundle()).await;

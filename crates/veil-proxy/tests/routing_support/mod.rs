@@ -169,7 +169,7 @@ impl Routing {
             version: 1,
             node: node("client", NS, "client", net.ip_a),
             inbound: Inbound { mode: MtlsMode::Permissive, ports: vec![], sniff_timeout_ms: 200 },
-            outbound: Outbound { services },
+            outbound: Outbound { services }.into(),
             gateway: None,
         };
         let strict = |port| InboundPort { port, mode: MtlsMode::Strict, protocol: Protocol::Http };
@@ -181,7 +181,7 @@ impl Routing {
                 ports: [V1, V2, V3, FLAKY, SLOW].into_iter().map(strict).collect(),
                 sniff_timeout_ms: 200,
             },
-            outbound: Outbound::default(),
+            outbound: Outbound::default().into(),
             gateway: None,
         };
         let client = Sidecar::start(&net.a, dir.path(), base.clone(), issue(&ca, &id_a), ca.trust_bundle()).await;
@@ -225,7 +225,7 @@ impl Routing {
     pub fn update(&self, host: &str, port: u16, f: impl Fn(&mut OutboundService)) {
         let mut config = self.base.clone();
         config.version += 1;
-        config.outbound.services.iter_mut().filter(|s| s.hostname == host && s.port == port).for_each(f);
+        std::sync::Arc::make_mut(&mut config.outbound).services.iter_mut().filter(|s| s.hostname == host && s.port == port).for_each(f);
         self.client.config.send(Arc::new(config)).unwrap();
     }
 
