@@ -23,6 +23,10 @@ use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 use veil_model::{MtlsMode, Protocol, ProxyConfig};
 
+/// How long a declared server-first port waits, after the application spoke
+/// first, for a mesh client's ClientHello already in flight (ms).
+const SERVER_FIRST_GRACE_MS: u64 = 20;
+
 /// Why an inbound connection was refused (security refusals, logged with
 /// the peer address, port and mode) or could not be served.
 #[derive(Debug, thiserror::Error)]
@@ -126,9 +130,10 @@ async fn permissive(conn: &Conn<'_>, downstream: TcpStream, protocol: Protocol) 
         };
         if !client_first {
             // The app spoke first. A mesh client's ClientHello may still be
-            // in flight (it is sent as soon as TCP connects), so give the
-            // client the short sniff window before calling it plaintext.
-            let grace = Duration::from_millis(conn.config.inbound.sniff_timeout_ms);
+            // in flight (it is sent as soon as TCP connects), so give it a
+            // few milliseconds before calling the client plaintext; a
+            // plaintext server-first client sees the greeting that much later.
+            let grace = Duration::from_millis(conn.config.inbound.sniff_timeout_ms.min(SERVER_FIRST_GRACE_MS));
             if tokio::time::timeout(grace, downstream.peek(&mut client_byte)).await.is_err() {
                 return forward_plain(conn, downstream, Some(app), "plaintext").await;
             }

@@ -136,7 +136,12 @@ pub async fn run(mut options: UpOptions, shutdown: impl std::future::Future<Outp
     if !leftovers.removed.is_empty() {
         say(format!("removed {} leftover item(s) of an earlier run", leftovers.removed.len()));
     }
-    let _ = crate::teardown::sweep("veil");
+    if std::path::Path::new("/sys/class/net").join(BRIDGE).exists() {
+        return Err(UpError::Plan(format!(
+            "another mesh is running on this machine (bridge {BRIDGE} exists); stop it with `veil down` \
+             (with its --state-dir), or remove what a crashed one left with `veil down`"
+        )));
+    }
     MeshState::remove(&options.state_dir);
 
     let mut addrs = AddressPlan::default();
