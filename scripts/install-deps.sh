@@ -12,9 +12,10 @@ PACKAGES=(
     apache2 libapache2-mod-php php-mysql
     protobuf-compiler
     stunnel4 haproxy iperf3 wrk
+    nginx-light
 )
 # package -> system service it may start
-declare -A SERVICES=([mariadb-server]=mariadb [apache2]=apache2 [haproxy]=haproxy)
+declare -A SERVICES=([mariadb-server]=mariadb [apache2]=apache2 [haproxy]=haproxy [nginx-light]=nginx)
 
 log() { echo "install-deps: $*"; }
 

@@ -10,12 +10,22 @@
 //!   user: root                  # optional, default root
 //!   env: {}                     # optional
 //!   ready: {tcpPort: 3306, timeoutSeconds: 60}   # optional
+//! - name: nginx                 # a server OUTSIDE the mesh (no Deployment needed):
+//!   external: true              # its own network namespace on the bridge, no sidecar,
+//!   address: 10.209.250.10      # at this fixed address (optional: 10.209.250.10 + index),
+//!   hosts: [api.example.com]    # names every pod's hosts file resolves to it
+//!   command: ["bin/nginx.sh"]
+//! mounts:                       # optional: a directory seen at a path by one pod's
+//! - pod: istio-system/istio-egressgateway   # processes (proxy and workload), as a
+//!   mountPath: /etc/client-certs            # Kubernetes Secret volume would be
+//!   source: certs/client        # relative to this file's directory
 //! ```
 //!
 //! Validation runs while deserializing, so every error carries the file, line and field
 //! path: `veil.local.yaml:7: workloads[1].command: must not be empty`.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use std::fmt;
@@ -43,6 +53,9 @@ pub struct LocalRuntime {
     /// One entry per workload, unique by (namespace, name).
     #[serde(default, deserialize_with = "workloads")]
     pub workloads: Vec<RuntimeWorkload>,
+    /// Directories mounted into pods' processes.
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
     /// Directory of the file; relative program paths were resolved against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -71,6 +84,31 @@ pub struct RuntimeWorkload {
     /// Readiness check; none means "ready when started".
     #[serde(default)]
     pub ready: Option<Ready>,
+    /// Runs outside the mesh: its own network namespace on the bridge, no
+    /// sidecar, not in the registry, reached by `hosts`. Needs no Deployment.
+    #[serde(default)]
+    pub external: bool,
+    /// Fixed address of an external workload, inside the bridge subnet.
+    #[serde(default)]
+    pub address: Option<Ipv4Addr>,
+    /// DNS names of an external workload, written to every pod's hosts file.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+/// A directory that one pod's processes see at `mount_path` (like a
+/// Kubernetes Secret volume mounted into the pod).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Mount {
+    /// `namespace/name` of the pod (a gateway pod, e.g. `istio-system/istio-egressgateway`).
+    #[serde(deserialize_with = "non_empty")]
+    pub pod: String,
+    /// Absolute path inside the pod.
+    pub mount_path: PathBuf,
+    /// Directory on the host; after [`load`], relative paths are resolved
+    /// against the file's directory.
+    pub source: PathBuf,
 }
 
 /// A TCP readiness check.
@@ -265,6 +303,11 @@ pub fn parse(text: &str, file: &str, base_dir: &Path) -> Result<LocalRuntime, Lo
             if program.contains('/') && as_path.is_relative() {
                 *program = base_dir.join(as_path).display().to_string();
             }
+        }
+    }
+    for mount in &mut runtime.mounts {
+        if mount.source.is_relative() {
+            mount.source = base_dir.join(&mount.source);
         }
     }
     runtime.base_dir = base_dir.to_path_buf();

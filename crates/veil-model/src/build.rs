@@ -4,7 +4,8 @@
 //! `crate::authn`). Outbound, per client: every Service port with its
 //! endpoints (and its DestinationRule subsets' endpoints), and for each
 //! endpoint how the client connects — the DestinationRule that applies to
-//! that client (`crate::dr`), else auto-mTLS (`crate::client_tls`).
+//! that client (`crate::dr`), else auto-mTLS (`crate::client_tls`); then
+//! the ServiceEntry ports the client sees (`crate::service_entry`).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -17,6 +18,7 @@ use crate::dr::{self, DestinationRule, EffectivePolicy};
 use crate::mesh_routes::{MeshRoutes, VirtualService};
 use crate::registry::{selector_matches, Labels, Pod, Registry, ServicePort};
 use crate::routes::{gateway_listeners, GatewayServer, VsHttpRoute, VsTcpRoute};
+use crate::service_entry::ServiceEntry;
 
 /// Mesh-wide settings (Istio's MeshConfig subset Veil honours).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +33,10 @@ pub struct MeshSettings {
     pub auto_mtls: bool,
     /// PERMISSIVE sniffing wait on undeclared ports, ms (default 100).
     pub sniff_timeout_ms: u64,
+    /// `outboundTrafficPolicy.mode`, default `ALLOW_ANY` (see
+    /// `crate::mesh_config`).
+    #[serde(default)]
+    pub outbound_traffic_policy: OutboundTrafficPolicy,
 }
 
 impl Default for MeshSettings {
@@ -41,6 +47,7 @@ impl Default for MeshSettings {
             domain: "cluster.local".into(),
             auto_mtls: true,
             sniff_timeout_ms: 100,
+            outbound_traffic_policy: OutboundTrafficPolicy::AllowAny,
         }
     }
 }
@@ -62,6 +69,9 @@ pub struct MeshInput {
     /// (`crate::mesh_routes`).
     #[serde(default)]
     pub virtual_services: Vec<VirtualService>,
+    /// Every ServiceEntry, its DNS names resolved (`crate::service_entry`).
+    #[serde(default)]
+    pub service_entries: Vec<ServiceEntry>,
 }
 
 impl MeshInput {
@@ -166,7 +176,9 @@ impl MeshInput {
                 });
             }
         }
-        Outbound { services }
+        let (entry_services, entries) = self.entry_outbound(client, &services);
+        services.extend(entry_services);
+        Outbound { services, entries, policy: self.settings.outbound_traffic_policy }
     }
 
     /// The endpoints of Service port `sp` among `pods` (only those whose

@@ -149,11 +149,22 @@ pub struct InboundPort {
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Outbound {
     pub services: Vec<OutboundService>,
+    /// How ServiceEntry ports among `services` are found by the dialled
+    /// address (see [`EntryMatch`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entries: Vec<EntryMatch>,
+    /// MeshConfig `outboundTrafficPolicy.mode`: what happens to a
+    /// destination that [`Outbound::lookup`] does not find.
+    #[serde(default)]
+    pub policy: OutboundTrafficPolicy,
 }
 
 impl Outbound {
-    /// The service an original destination belongs to: by ClusterIP and
-    /// Service port, or by endpoint IP and target port.
+    /// The service an original destination belongs to, in this order: by
+    /// ClusterIP and Service port; by a ServiceEntry's `addresses` (or its
+    /// endpoints' addresses) and port; by endpoint IP and target port; by a
+    /// ServiceEntry that takes every address on the port (`resolution: NONE`
+    /// without `addresses`).
     pub fn lookup(&self, ip: IpAddr, port: u16) -> Option<(&OutboundService, Option<&Endpoint>)> {
         if let Some(s) = self
             .services
@@ -162,12 +173,35 @@ impl Outbound {
         {
             return Some((s, None));
         }
-        self.services.iter().find_map(|s| {
+        if let Some(s) = self.entry_service(ip, port, false) {
+            return Some((s, None));
+        }
+        let by_endpoint = self.services.iter().find_map(|s| {
             s.endpoints
                 .iter()
                 .find(|e| e.ip == ip && e.port == port)
                 .map(|e| (s, Some(e)))
-        })
+        });
+        by_endpoint.or_else(|| self.entry_service(ip, port, true).map(|s| (s, None)))
+    }
+
+    /// The Service or ServiceEntry port `host:port`.
+    pub fn service(&self, host: &str, port: u16) -> Option<&OutboundService> {
+        self.services.iter().find(|s| s.hostname == host && s.port == port)
+    }
+
+    /// The ServiceEntry match of `host:port`, when it is a ServiceEntry port.
+    pub fn entry(&self, host: &str, port: u16) -> Option<&EntryMatch> {
+        self.entries.iter().find(|e| e.host == host && e.port == port)
+    }
+
+    /// The first ServiceEntry port on `port` whose addresses hold `ip`
+    /// (`any_address` false), or that takes every address (`any_address` true).
+    fn entry_service(&self, ip: IpAddr, port: u16, any_address: bool) -> Option<&OutboundService> {
+        self.entries
+            .iter()
+            .filter(|e| e.port == port && e.addresses.is_empty() == any_address && e.matches(ip))
+            .find_map(|e| self.service(&e.host, e.port))
     }
 }
 
@@ -262,5 +296,6 @@ pub enum UpstreamTls {
     Unsupported { reason: String },
 }
 
+pub use crate::config_entries::*;
 pub use crate::config_gateway::*;
 pub use crate::config_routes::*;

@@ -21,6 +21,9 @@ use crate::routes::{GatewayServer, VsHttpRoute, VsTcpRoute};
 
 /// Labels of the ingress gateway Istio installs (`istio: ingressgateway`).
 pub const INGRESS_GATEWAY_LABEL: (&str, &str) = ("istio", "ingressgateway");
+pub use crate::egress_gateway::{egress_gateway_service, EGRESS_GATEWAY, EGRESS_GATEWAY_LABEL};
+pub use crate::mesh_config::outbound_traffic_policy;
+pub use crate::service_entry::service_entries;
 
 /// A pod to be started, before it has an address.
 #[derive(Debug, Clone, PartialEq)]
@@ -61,7 +64,9 @@ pub fn injected(snapshot: &Snapshot, namespace: &str, labels: &Labels, annotatio
 
 /// Every pod the snapshot's workloads ask for, plus one ingress gateway pod
 /// (`istio-system/istio-ingressgateway`) when a Gateway selects
-/// `istio: ingressgateway` and no workload carries that label.
+/// `istio: ingressgateway` and no workload carries that label, and likewise
+/// one egress gateway pod (`istio-system/istio-egressgateway`) for
+/// `istio: egressgateway`.
 pub fn planned_pods(snapshot: &Snapshot) -> Vec<PlannedPod> {
     let mut pods = Vec::new();
     for w in snapshot.workloads() {
@@ -94,29 +99,39 @@ pub fn planned_pods(snapshot: &Snapshot) -> Vec<PlannedPod> {
             });
         }
     }
-    let (k, v) = INGRESS_GATEWAY_LABEL;
-    let wants_ingress = snapshot.gateways.iter().any(|g| g.spec.selector.get(k).map(String::as_str) == Some(v));
-    let has_ingress = pods.iter().any(|p| p.labels.get(k).map(String::as_str) == Some(v));
-    if wants_ingress && !has_ingress {
-        pods.push(PlannedPod {
-            name: "istio-ingressgateway".into(),
-            workload: "istio-ingressgateway".into(),
-            namespace: "istio-system".into(),
-            labels: [(k.to_string(), v.to_string()), ("app".to_string(), "istio-ingressgateway".to_string())].into(),
-            service_account: "istio-ingressgateway-service-account".into(),
-            sidecar: false,
-            gateway: true,
-            ports: Vec::new(),
-            env: BTreeMap::new(),
-        });
+    for ((k, v), name) in [(INGRESS_GATEWAY_LABEL, "istio-ingressgateway"), (EGRESS_GATEWAY_LABEL, EGRESS_GATEWAY)] {
+        let has = pods.iter().any(|p| p.labels.get(k).map(String::as_str) == Some(v));
+        if wants_gateway(snapshot, (k, v)) && !has {
+            pods.push(PlannedPod {
+                name: name.into(),
+                workload: name.into(),
+                namespace: "istio-system".into(),
+                labels: [(k.to_string(), v.to_string()), ("app".to_string(), name.to_string())].into(),
+                service_account: format!("{name}-service-account"),
+                sidecar: false,
+                gateway: true,
+                ports: Vec::new(),
+                env: BTreeMap::new(),
+            });
+        }
     }
     pods
 }
 
-/// The Services of the snapshot; `cluster_ip` gives each non-headless
+/// True when a Gateway selects pods labelled `label`.
+pub(crate) fn wants_gateway(snapshot: &Snapshot, (k, v): (&str, &str)) -> bool {
+    snapshot.gateways.iter().any(|g| g.spec.selector.get(k).map(String::as_str) == Some(v))
+}
+
+/// The Services of the snapshot, plus the egress gateway's
+/// ([`egress_gateway_service`]); `cluster_ip` gives each non-headless
 /// Service its virtual address (`namespace`, `name`) → IP.
 pub fn services(snapshot: &Snapshot, cluster_ip: &dyn Fn(&str, &str) -> Option<IpAddr>) -> Vec<Service> {
-    snapshot
+    let implied = egress_gateway_service(snapshot).map(|mut s| {
+        s.cluster_ip = cluster_ip(&s.namespace, &s.name);
+        s
+    });
+    let declared = snapshot
         .services
         .iter()
         .map(|s| {
@@ -144,8 +159,8 @@ pub fn services(snapshot: &Snapshot, cluster_ip: &dyn Fn(&str, &str) -> Option<I
                 name,
                 namespace: ns,
             }
-        })
-        .collect()
+        });
+    declared.chain(implied).collect()
 }
 
 fn mode(m: veil_api::MtlsMode) -> Option<MtlsMode> {
@@ -252,7 +267,7 @@ pub fn routing(snapshot: &Snapshot) -> (Vec<GatewayServer>, Vec<VsHttpRoute>, Ve
                 protocol: server_protocol(s.port.protocol),
                 hosts: s.hosts.clone(),
                 http: matches!(s.port.protocol, P::Http | P::Https | P::Http2 | P::Grpc | P::GrpcWeb),
-                tls: s.tls.clone(),
+                tls: s.tls.clone().map(crate::egress_gateway::istio_mounted_certs),
                 base_dir: g.source.file.parent().map(Path::to_path_buf),
                 secrets: credential.map(|c| crate::credentials::secrets_for(snapshot, c)).unwrap_or_default(),
             });

@@ -88,6 +88,11 @@ impl<'a> MeshRoutes<'a> {
         for s in &input.registry.services {
             ports.entry(s.hostname(domain)).or_default().extend(s.ports.iter().map(|p| p.port));
         }
+        for e in &input.service_entries {
+            for h in &e.hosts {
+                ports.entry(h.clone()).or_default().extend(e.ports.iter().map(|p| p.number));
+            }
+        }
         MeshRoutes { services, ports, domain }
     }
 

@@ -15,9 +15,10 @@ use crate::proxy::Shared;
 use crate::records;
 use crate::sniff::{classify, FirstBytes};
 use crate::upstream::{self, UpstreamError};
+use rustls_pki_types::CertificateDer;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
@@ -43,6 +44,8 @@ pub enum InboundError {
     HandshakeTimeout { port: u16, ms: u128 },
     #[error("client certificate on port {port} carries no SPIFFE ID: refused")]
     NoPeerIdentity { port: u16 },
+    #[error("resumed mesh mTLS session on port {port} carries a client certificate that has expired since: refused; the client must renew its certificate and connect again")]
+    ExpiredResumedCertificate { port: u16 },
     #[error("connection addressed to the inbound capture port {port} itself (not redirected): refused")]
     CapturePort { port: u16 },
     #[error("cannot reach the application on port {port}: {source}; check that the application listens there")]
@@ -167,6 +170,9 @@ async fn sniff_and_forward(conn: &Conn<'_>, downstream: TcpStream, app: Option<T
 }
 
 /// The mesh mTLS handshake; returns the stream and the client's SPIFFE ID.
+/// A resumed session reports the chain verified in its full handshake (the
+/// session cache bounds its age, `veil_identity::SESSION_TTL`); its leaf
+/// must not have expired since.
 async fn terminate(conn: &Conn<'_>, downstream: TcpStream) -> Result<(TlsStream<TcpStream>, String), InboundError> {
     let port = conn.dst.port();
     let server = conn.shared.tls.server()?;
@@ -176,13 +182,22 @@ async fn terminate(conn: &Conn<'_>, downstream: TcpStream) -> Result<(TlsStream<
         Ok(Err(source)) => return Err(InboundError::Handshake { port, source }),
         Ok(Ok(tls)) => tls,
     };
-    let principal = tls
-        .get_ref()
-        .1
-        .peer_certificates()
-        .and_then(|certs| veil_identity::peer_spiffe_id(certs).ok())
-        .ok_or(InboundError::NoPeerIdentity { port })?;
+    let session = tls.get_ref().1;
+    let certs = session.peer_certificates().unwrap_or_default();
+    let principal = veil_identity::peer_spiffe_id(certs).map_err(|_| InboundError::NoPeerIdentity { port })?;
+    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) && leaf_expired(certs, SystemTime::now()) {
+        return Err(InboundError::ExpiredResumedCertificate { port });
+    }
     Ok((tls, principal.to_string()))
+}
+
+/// True when the first certificate of `certs` is past its `notAfter` at
+/// `now`, or cannot be read.
+fn leaf_expired(certs: &[CertificateDer<'_>], now: SystemTime) -> bool {
+    let Some(leaf) = certs.first() else { return true };
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else { return true };
+    let now = now.duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0);
+    cert.validity().not_after.timestamp() < now
 }
 
 async fn connect_app(conn: &Conn<'_>) -> Result<TcpStream, InboundError> {
@@ -234,5 +249,26 @@ where
     match crate::copy::bidirectional(downstream, app).await {
         Ok(bytes) => tracing::debug!(peer = %conn.peer, dst = %conn.dst, sent = bytes.sent, received = bytes.received, "inbound connection closed"),
         Err(e) => tracing::debug!(peer = %conn.peer, dst = %conn.dst, error = %e, "inbound connection ended with an error"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use veil_identity::{CertificateAuthority, SpiffeId, TrustDomain};
+
+    #[test]
+    fn an_expired_leaf_is_told_from_a_valid_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path(), TrustDomain::default()).unwrap();
+        let id = SpiffeId::new(&TrustDomain::default(), "default", "productpage");
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let valid = ca.issue_for_test(&id, now - hour, now + hour).unwrap();
+        assert!(!leaf_expired(&valid.chain, now), "control: a valid leaf");
+        assert!(leaf_expired(&valid.chain, now + 2 * hour), "the same leaf two hours later");
+        let expired = ca.issue_for_test(&id, now - 2 * hour, now - hour).unwrap();
+        assert!(leaf_expired(&expired.chain, now));
+        assert!(leaf_expired(&[], now), "no certificate");
     }
 }

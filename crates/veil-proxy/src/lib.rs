@@ -8,7 +8,9 @@
 //! bytes move). Every proxied connection leaves one
 //! [`veil_model::ConnectionRecord`] (see `records`).
 //!
-//! The library is runtime-agnostic; [`run_blocking`] builds a small tokio runtime.
+//! The library is runtime-agnostic. A proxy process runs the data path on a
+//! [`data_plane_runtime`] (one thread) and the rest on a [`SideRuntime`]
+//! (a second thread), see [`Proxy::run_with`].
 #![forbid(unsafe_code)]
 
 mod admin;
@@ -38,18 +40,63 @@ pub use sniff::{classify, FirstBytes};
 pub use upstream::UpstreamError;
 
 use std::future::Future;
+use tokio::runtime::{Builder, Handle, Runtime};
 
-/// Runs `future` to completion on a small multi-thread tokio runtime with two
-/// workers (the data-plane size ztunnel uses), and returns its output.
+/// The data path's runtime: current-thread, driven by the thread that calls
+/// `block_on`. One thread per proxy, as in a sidecar the proxy shares the
+/// pod's CPU with its application: no work stealing, no cross-thread wakeups,
+/// and no worker stacks (ztunnel runs its data plane on 1–2 workers).
 ///
 /// Errors: [`ProxyError::Runtime`] when the runtime cannot be built (out of
-/// threads or file descriptors).
+/// file descriptors).
+pub fn data_plane_runtime() -> Result<Runtime, ProxyError> {
+    Builder::new_current_thread().enable_all().build().map_err(ProxyError::Runtime)
+}
+
+/// Runs `future` to completion on a [`data_plane_runtime`] and returns its
+/// output.
+///
+/// Errors: [`ProxyError::Runtime`] when the runtime cannot be built.
 pub fn run_blocking<F: Future>(future: F) -> Result<F::Output, ProxyError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .thread_name("veil-proxy")
-        .build()
-        .map_err(ProxyError::Runtime)?;
-    Ok(runtime.block_on(future))
+    Ok(data_plane_runtime()?.block_on(future))
+}
+
+/// A small current-thread runtime on a thread of its own, for everything off
+/// the data path (certificates, config stream, admin, records): see
+/// [`Proxy::run_with`]. It stops when dropped.
+pub struct SideRuntime {
+    handle: Handle,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SideRuntime {
+    /// Starts the runtime on a new thread named `name`.
+    ///
+    /// Errors: [`ProxyError::Runtime`] when the runtime or the thread cannot
+    /// be created.
+    pub fn start(name: &str) -> Result<SideRuntime, ProxyError> {
+        let runtime = Builder::new_current_thread().enable_all().build().map_err(ProxyError::Runtime)?;
+        let handle = runtime.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(name.to_string())
+            .spawn(move || {
+                let _ = runtime.block_on(stopped);
+            })
+            .map_err(ProxyError::Runtime)?;
+        Ok(SideRuntime { handle, stop: Some(stop) })
+    }
+
+    /// Where to spawn work onto this runtime.
+    pub fn handle(&self) -> &Handle {
+        &self.handle
+    }
+}
+
+impl Drop for SideRuntime {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
 }

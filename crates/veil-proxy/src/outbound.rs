@@ -5,9 +5,13 @@
 //! `outbound_http`. Other connections go to an endpoint (the dialled one;
 //! else a weighted destination of the Service's `VirtualService` TCP route,
 //! chosen per connection; else round robin over the Service) → mesh mTLS
-//! or plain per the endpoint's `UpstreamTls`, bytes copied. A destination
-//! the config does not know is passed through in plain to where the
-//! workload dialled (Istio's `ALLOW_ANY`, `PassthroughCluster`).
+//! or plain per the endpoint's `UpstreamTls`, bytes copied. A ServiceEntry
+//! port with `resolution: NONE` and no route goes to the address the
+//! workload dialled, with the entry's TLS (Envoy `ORIGINAL_DST`). A
+//! destination the config does not know is passed through in plain to where
+//! the workload dialled under `outboundTrafficPolicy` `ALLOW_ANY` (Istio's
+//! `PassthroughCluster`), and refused with a log line naming it under
+//! `REGISTRY_ONLY` (`BlackHoleCluster`).
 
 use crate::proxy::Shared;
 use crate::records;
@@ -15,6 +19,7 @@ use crate::upstream::{self, Upstream, UpstreamError, UpstreamStream};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::net::{TcpListener, TcpStream};
+use veil_model::{Endpoint, Outbound, OutboundService, OutboundTrafficPolicy};
 
 /// Accepts outbound connections until the task is aborted.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -34,12 +39,21 @@ async fn handle(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAddr
         return;
     }
     let config = shared.config();
-    let upstream = match config.outbound.lookup(dst.ip(), dst.port()) {
-        Some((service, None)) if service.protocol.is_http() => {
+    let found = config.outbound.lookup(dst.ip(), dst.port());
+    let original = match found {
+        Some((service, None)) => original_destination(&config.outbound, service),
+        _ => None,
+    };
+    let upstream = match (found, original) {
+        (Some((service, _)), Some(tls)) => {
+            let endpoint = Endpoint { ip: dst.ip(), port: dst.port(), pod: service.hostname.clone(), tls };
+            upstream::connect(&shared, &endpoint).await.map_err(|e| (e, service.hostname.clone()))
+        }
+        (Some((service, None)), None) if service.protocol.is_http() => {
             crate::outbound_http::serve(shared.clone(), downstream, peer, dst).await;
             return;
         }
-        Some((service, endpoint)) => {
+        (Some((service, endpoint)), None) => {
             let chosen = match endpoint {
                 Some(e) => Ok(e.clone()),
                 None if !service.routes.tcp.is_empty() => {
@@ -59,7 +73,11 @@ async fn handle(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAddr
             };
             upstream::connect(&shared, &endpoint).await.map_err(|e| (e, service.hostname.clone()))
         }
-        None => passthrough(&shared, dst).await.map_err(|e| (e, "PassthroughCluster".to_string())),
+        (None, _) if config.outbound.policy == OutboundTrafficPolicy::RegistryOnly => {
+            tracing::warn!(%peer, %dst, "outbound connection to {dst} refused: no Service or ServiceEntry has this address and port, and outboundTrafficPolicy is REGISTRY_ONLY (BlackHoleCluster); add a ServiceEntry for the destination");
+            return;
+        }
+        (None, _) => passthrough(&shared, dst).await.map_err(|e| (e, "PassthroughCluster".to_string())),
     };
     let mut upstream = match upstream {
         Ok(upstream) => upstream,
@@ -80,6 +98,15 @@ async fn handle(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAddr
         Ok(bytes) => tracing::debug!(%peer, %dst, sent = bytes.sent, received = bytes.received, "outbound connection closed"),
         Err(e) => tracing::debug!(%peer, %dst, error = %e, "outbound connection ended with an error"),
     }
+}
+
+/// The TLS to the dialled address when `service` is a ServiceEntry port with
+/// `resolution: NONE` and no route of its own.
+fn original_destination(outbound: &Outbound, service: &OutboundService) -> Option<veil_model::UpstreamTls> {
+    if !service.routes.is_empty() {
+        return None;
+    }
+    outbound.entry(&service.hostname, service.port)?.original_destination.clone()
 }
 
 /// Plain connection to the original destination.

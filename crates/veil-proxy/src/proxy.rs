@@ -12,7 +12,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::runtime::Handle;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinSet;
 use veil_identity::{TrustBundle, WorkloadCertificate};
 use veil_model::ProxyConfig;
@@ -145,24 +146,57 @@ impl Proxy {
     }
 
     /// Serves until `shutdown` completes, then stops accepting and returns.
+    /// Everything runs on the current runtime (see [`Proxy::run_with`]).
     /// Connections in flight end with the runtime.
     ///
     /// Errors: none at present; listener failures after bind are logged and
     /// retried.
     pub async fn run(self, shutdown: impl Future) -> Result<(), ProxyError> {
+        self.run_with(shutdown, None).await
+    }
+
+    /// As [`Proxy::run`], with the admin and readiness listeners and the
+    /// records file served by the runtime `side` (when given) instead of the
+    /// data path's: a slow scrape, a config dump or a slow disk then never
+    /// delays a connection (ztunnel's split of admin and data plane). The
+    /// records still queued at shutdown are written first (for at most 1 s).
+    ///
+    /// Errors: none at present.
+    pub async fn run_with(self, shutdown: impl Future, side: Option<Handle>) -> Result<(), ProxyError> {
         let Proxy { shared, inbound, outbound, admin, readiness, writer } = self;
+        let side = side.unwrap_or_else(Handle::current);
         let mut tasks = JoinSet::new();
-        if let Some(writer) = writer {
-            tasks.spawn(writer.run());
-        }
+        let (stop_records, records_stopped) = oneshot::channel::<()>();
+        let written = writer.map(|writer| side.spawn(writer.run(records_stopped)));
         tasks.spawn(crate::inbound::serve(inbound, shared.clone()));
         tasks.spawn(crate::outbound::serve(outbound, shared.clone()));
-        tasks.spawn(crate::admin::serve(admin, shared.clone(), crate::admin::Scope::Admin));
-        tasks.spawn(crate::admin::serve(readiness, shared.clone(), crate::admin::Scope::Readiness));
+        for (listener, scope) in [(admin, crate::admin::Scope::Admin), (readiness, crate::admin::Scope::Readiness)] {
+            let shared = shared.clone();
+            match listener.into_std() {
+                // Re-registered with the side runtime's reactor, in its own task.
+                Ok(std) => tasks.spawn_on(
+                    async move {
+                        match TcpListener::from_std(std) {
+                            Ok(listener) => crate::admin::serve(listener, shared, scope).await,
+                            Err(e) => tracing::error!(error = %e, ?scope, "cannot serve the admin listener"),
+                        }
+                    },
+                    &side,
+                ),
+                Err(e) => {
+                    tracing::error!(error = %e, ?scope, "cannot move the admin listener off the data path");
+                    continue;
+                }
+            };
+        }
         tasks.spawn(crate::gateway::supervise(shared.clone()));
         tracing::info!(addrs = ?shared.local, "proxy serving");
         shutdown.await;
         tasks.abort_all();
+        drop(stop_records);
+        if let Some(written) = written {
+            let _ = tokio::time::timeout(Duration::from_secs(1), written).await;
+        }
         tracing::info!("proxy stopped");
         Ok(())
     }

@@ -2,19 +2,24 @@
 //! connection, appended to a file by a single writer task.
 //!
 //! The data path only does a non-blocking `try_send` into a bounded channel;
-//! when the writer falls behind, records are dropped and counted.
+//! when the writer falls behind, records are dropped and counted. The writer
+//! collects records for [`BATCH_MS`] after the first of a burst and appends
+//! them with one write, so that the data path wakes it at most once per
+//! batch (it runs on the proxy's side runtime, see `Proxy::run_with`).
 
 use crate::ProxyError;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
-use tokio::io::AsyncWriteExt;
-use tokio::sync::mpsc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{mpsc, oneshot};
 use veil_model::ConnectionRecord;
 
 /// Records queued before new ones are dropped.
 const QUEUE_LEN: usize = 4096;
+/// Longest a record waits for the rest of its batch, in milliseconds.
+pub(crate) const BATCH_MS: u64 = 50;
 
 /// Where the data path hands records off.
 pub(crate) struct RecordSink {
@@ -24,7 +29,7 @@ pub(crate) struct RecordSink {
 
 /// The writer half, run by [`RecordWriter::run`].
 pub(crate) struct RecordWriter {
-    file: tokio::fs::File,
+    file: std::fs::File,
     rx: mpsc::Receiver<ConnectionRecord>,
 }
 
@@ -43,7 +48,7 @@ pub(crate) fn open(path: Option<&Path>) -> Result<(RecordSink, Option<RecordWrit
         .map_err(|source| ProxyError::Records { path: path.to_path_buf(), source })?;
     let (tx, rx) = mpsc::channel(QUEUE_LEN);
     let sink = RecordSink { tx: Some(tx), dropped: AtomicU64::new(0) };
-    Ok((sink, Some(RecordWriter { file: tokio::fs::File::from_std(file), rx })))
+    Ok((sink, Some(RecordWriter { file, rx })))
 }
 
 impl RecordSink {
@@ -65,34 +70,51 @@ impl RecordSink {
 }
 
 impl RecordWriter {
-    /// Appends records until every sender is gone; flushes after each burst.
-    pub(crate) async fn run(mut self) {
-        while let Some(first) = self.rx.recv().await {
-            let mut batch = vec![first];
-            // Take what is queued now (bounded by the queue length).
-            while batch.len() < QUEUE_LEN {
-                match self.rx.try_recv() {
-                    Ok(record) => batch.push(record),
-                    Err(_) => break,
-                }
-            }
+    /// Appends records in batches until every sender is gone or `stop`
+    /// resolves (or is dropped); what is queued then is written first.
+    pub(crate) async fn run(mut self, mut stop: oneshot::Receiver<()>) {
+        let mut stopping = false;
+        while !stopping {
+            let first = tokio::select! {
+                first = self.rx.recv() => first,
+                _ = &mut stop => None,
+            };
+            let Some(first) = first else { break };
             let mut lines = Vec::new();
-            for record in &batch {
-                match serde_json::to_vec(record) {
-                    Ok(line) => {
-                        lines.extend_from_slice(&line);
-                        lines.push(b'\n');
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot serialise a connection record"),
-                }
-            }
-            if let Err(e) = self.file.write_all(&lines).await {
-                tracing::warn!(error = %e, "cannot append connection records; check disk space");
-            }
-            if let Err(e) = self.file.flush().await {
-                tracing::warn!(error = %e, "cannot flush connection records");
+            append(&mut lines, &first);
+            stopping = tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(BATCH_MS)) => false,
+                _ = &mut stop => true,
+            };
+            self.write(lines);
+        }
+        self.write(Vec::new());
+    }
+
+    /// Appends `lines` and every record queued now (at most [`QUEUE_LEN`]).
+    fn write(&mut self, mut lines: Vec<u8>) {
+        for _ in 0..QUEUE_LEN {
+            match self.rx.try_recv() {
+                Ok(record) => append(&mut lines, &record),
+                Err(_) => break,
             }
         }
+        if lines.is_empty() {
+            return;
+        }
+        if let Err(e) = self.file.write_all(&lines) {
+            tracing::warn!(error = %e, "cannot append connection records; check disk space");
+        }
+    }
+}
+
+fn append(lines: &mut Vec<u8>, record: &ConnectionRecord) {
+    match serde_json::to_vec(record) {
+        Ok(line) => {
+            lines.extend_from_slice(&line);
+            lines.push(b'\n');
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot serialise a connection record"),
     }
 }
 

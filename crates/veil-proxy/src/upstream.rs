@@ -3,7 +3,9 @@
 //! (TLS 1.3, ALPN `istio`, the SNI the config names, the server's SPIFFE ID
 //! checked against the allowed identities), or TLS origination for a
 //! DestinationRule SIMPLE / MUTUAL (server verified against the rule's CA
-//! file and SANs, client certificate for MUTUAL).
+//! file and SANs, client certificate for MUTUAL). When a SIMPLE origination's
+//! server asks for a client certificate, that is logged: a server that
+//! requires one (nginx `ssl_verify_client on`) refuses the request next.
 
 use crate::proxy::Shared;
 use crate::tls::Origination;
@@ -12,7 +14,8 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
@@ -169,6 +172,16 @@ async fn originate(
         return Err(UpstreamError::OriginationConfig { addr, reason: "not a TLS origination setting".into() });
     };
     let client = shared.tls.origination(&origination).map_err(|reason| UpstreamError::OriginationConfig { addr, reason })?;
+    let asked = Arc::new(AtomicBool::new(false));
+    let client = match origination.client {
+        Some(_) => client,
+        None => {
+            let mut config = (*client).clone();
+            let inner = config.client_auth_cert_resolver.clone();
+            config.client_auth_cert_resolver = Arc::new(CertificateRequested { inner, asked: asked.clone() });
+            Arc::new(config)
+        }
+    };
     let name = match sni {
         Some(sni) => ServerName::try_from(sni.clone()).map_err(|_| UpstreamError::Sni { sni })?,
         None => ServerName::IpAddress(addr.ip().into()),
@@ -179,8 +192,30 @@ async fn originate(
         Ok(Err(source)) => return Err(UpstreamError::OriginationHandshake { addr, source }),
         Ok(Ok(tls)) => tls,
     };
+    if asked.load(Ordering::Relaxed) {
+        tracing::warn!(%addr, "TLS origination to {addr}: the server asked for a client certificate and the DestinationRule (tls mode SIMPLE) gives none; a server that requires one refuses the request (nginx answers 400); use tls mode MUTUAL with clientCertificate and privateKey");
+    }
     let alpn = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
     Ok(Upstream { stream: UpstreamStream::Originated(Box::new(tls)), local, peer: addr, principal: None, alpn })
+}
+
+/// Answers a server's certificate request as `inner` does, and notes that
+/// the request came.
+#[derive(Debug)]
+struct CertificateRequested {
+    inner: Arc<dyn rustls::client::ResolvesClientCert>,
+    asked: Arc<AtomicBool>,
+}
+
+impl rustls::client::ResolvesClientCert for CertificateRequested {
+    fn resolve(&self, hints: &[&[u8]], schemes: &[rustls::SignatureScheme]) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.asked.store(true, Ordering::Relaxed);
+        self.inner.resolve(hints, schemes)
+    }
+
+    fn has_certs(&self) -> bool {
+        self.inner.has_certs()
+    }
 }
 
 impl AsyncRead for UpstreamStream {

@@ -213,6 +213,7 @@ impl Setup {
                     common::service(&format!("ext{n}.shop.svc.cluster.local"), vip(n), 80, ep)
                 })
                 .collect(),
+            ..Outbound::default()
         };
         let config = ProxyConfig {
             version: 1,

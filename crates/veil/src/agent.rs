@@ -7,19 +7,48 @@
 //! `VEIL_CA_ADDR`, `VEIL_CA_NAME`, `VEIL_ROOT_CERT` (path), `VEIL_TOKEN`,
 //! `VEIL_SPIFFE_ID`, `VEIL_POD`, `VEIL_NAMESPACE`, `VEIL_RECORDS` (path),
 //! `SECRET_TTL` (seconds, default 86400).
+//!
+//! Two threads, each with a current-thread runtime: the main thread runs the
+//! data path (listeners, connections); `veil-control` runs the certificate
+//! client and its rotation, the config stream, admin/readiness and the
+//! records file (ztunnel's split, DESIGN.md "Data plane").
 
 use anyhow::{Context, Result};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
-use veil_identity::{request_certificate, spawn_rotation, CaAuth, CaClientConfig, SpiffeId, TrustBundle, WorkloadKey};
-use veil_proxy::{ConfigStreamSettings, Proxy, ProxySettings};
+use tokio::sync::watch;
+use veil_identity::{
+    request_certificate, spawn_rotation, CaAuth, CaClientConfig, SpiffeId, TrustBundle, WorkloadCertificate, WorkloadKey,
+};
+use veil_model::ProxyConfig;
+use veil_proxy::{ConfigStreamSettings, Proxy, ProxySettings, SideRuntime};
 
 fn env(name: &str) -> Result<String> {
     std::env::var(name).with_context(|| format!("{name} is not set; `veil proxy` is started by `veil up` with its environment"))
 }
 
-/// Runs the proxy until SIGTERM/SIGINT.
-pub async fn run() -> Result<()> {
+/// Runs the proxy until SIGTERM/SIGINT on its two runtimes (module doc).
+pub fn main() -> Result<()> {
+    let side = SideRuntime::start("veil-control").context("cannot start the proxy's control thread")?;
+    let control = side.handle().clone();
+    let data = veil_proxy::data_plane_runtime()?;
+    data.block_on(async move {
+        let (certs, config, bundle) = control.spawn(identity_and_config()).await.context("the control thread stopped")??;
+        let proxy = Proxy::bind(settings(), config, certs, bundle).await?;
+        proxy.run_with(shutdown_signal(), Some(control)).await?;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    drop(side);
+    Ok(())
+}
+
+/// The workload certificate (kept rotated), the config stream and the trust bundle.
+type Inputs = (watch::Receiver<Arc<WorkloadCertificate>>, watch::Receiver<Arc<ProxyConfig>>, TrustBundle);
+
+/// Gets the first certificate and config; the rotation and the stream keep
+/// running on the runtime this is spawned on.
+async fn identity_and_config() -> Result<Inputs> {
     let root_path = env("VEIL_ROOT_CERT")?;
     let root_pem = std::fs::read_to_string(&root_path).with_context(|| format!("reading mesh root {root_path}"))?;
     let bundle = TrustBundle::from_pem(&root_pem)?;
@@ -56,8 +85,12 @@ pub async fn run() -> Result<()> {
         certs.clone(),
     )
     .await?;
+    Ok((certs, config, bundle))
+}
+
+fn settings() -> ProxySettings {
     let any = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
-    let settings = ProxySettings {
+    ProxySettings {
         inbound_addr: SocketAddr::new(any, 15006),
         outbound_addr: SocketAddr::new(any, 15001),
         admin_addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 15000),
@@ -66,10 +99,7 @@ pub async fn run() -> Result<()> {
         records_path: std::env::var_os("VEIL_RECORDS").map(Into::into),
         connect_timeout: Duration::from_secs(5),
         handshake_timeout: Duration::from_secs(10),
-    };
-    let proxy = Proxy::bind(settings, config, certs, bundle).await?;
-    proxy.run(shutdown_signal()).await?;
-    Ok(())
+    }
 }
 
 /// Istio's `OUTPUT_CERTS`: keeps `key.pem`, `cert-chain.pem` and

@@ -191,7 +191,6 @@ fn tempfile_path() -> Result<PathBuf> {
 
 /// `veil proxy`.
 pub fn proxy() -> Result<ExitCode> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    rt.block_on(crate::agent::run())?;
+    crate::agent::main()?;
     Ok(ExitCode::SUCCESS)
 }

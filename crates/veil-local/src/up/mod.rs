@@ -1,11 +1,16 @@
 //! `veil up` / `veil down` / `veil status`: a whole mesh on one machine.
 //!
 //! `plan` turns a directory into pods with addresses; `run` creates them and
-//! serves; `workloads` starts the real processes; `reload` applies changed
-//! files live; `state` is what the other commands read.
+//! serves; `workloads` starts the real processes; `externals` starts the
+//! servers outside the mesh; `mounts` gives pods their mounted directories;
+//! `resolve` resolves ServiceEntry names; `reload` applies changed files
+//! live; `state` is what the other commands read.
 
+mod externals;
+mod mounts;
 mod plan;
 mod reload;
+mod resolve;
 mod run;
 mod state;
 mod summary;
@@ -14,9 +19,10 @@ mod workloads;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-pub use plan::{check, CheckReport, MeshPlan, PodPlan};
+pub use plan::{check, CheckReport, ExternalPlan, MeshPlan, PodPlan};
+pub use resolve::Resolver;
 pub use run::{published_port, run, UpOptions, BRIDGE, CONTROL_PORT, PROXY_UID};
-pub use state::{records_dir, MeshState, PodState, Published, MESH_FILE};
+pub use state::{records_dir, ExternalState, MeshState, PodState, Published, MESH_FILE};
 
 use crate::LocalError;
 

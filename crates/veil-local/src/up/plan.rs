@@ -1,6 +1,7 @@
 //! From a directory to a plan: the resources (validated), the local runtime
-//! file, the pods with their addresses, and the model input the control
-//! plane computes proxy configs from. Nothing is created here.
+//! file, the pods with their addresses, the external workloads (servers
+//! outside the mesh) and mounts, and the model input the control plane
+//! computes proxy configs from. Nothing is created here.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr};
@@ -9,8 +10,9 @@ use veil_api::{load_dir, Snapshot, LOCAL_RUNTIME_FILE};
 use veil_model::from_api::{self, PlannedPod};
 use veil_model::{MeshInput, MeshSettings, Pod, Registry};
 
+use super::resolve::Resolver;
 use crate::ipam::AddressPlan;
-use crate::runtime_file::{LocalRuntime, RuntimeWorkload};
+use crate::runtime_file::{LocalRuntime, Mount, RuntimeWorkload};
 
 /// What `veil validate` reports for a good directory.
 #[derive(Debug, Clone)]
@@ -66,8 +68,12 @@ pub fn check(dir: &Path) -> Result<CheckReport, Vec<String>> {
     }
     let mut warnings: Vec<String> = snapshot.warnings.iter().map(ToString::to_string).collect();
     warnings.extend(dr_warnings);
+    let root = MeshSettings::default().root_namespace;
+    from_api::outbound_traffic_policy(&snapshot, &root).map_err(|e| vec![e])?;
+    let resolver = Resolver { hosts: runtime.iter().flat_map(external_hosts).collect() };
+    warnings.extend(from_api::service_entries(&snapshot, &|n: &str| resolver.resolve(n)).1);
     if let Some(rt) = &runtime {
-        for w in &rt.workloads {
+        for w in rt.workloads.iter().filter(|w| !w.external) {
             let known = snapshot.workloads().iter().any(|x| x.name == w.name && x.namespace == w.namespace);
             if !known {
                 warnings.push(format!(
@@ -91,6 +97,22 @@ pub struct PodPlan {
     pub run: Option<RuntimeWorkload>,
 }
 
+/// A server outside the mesh (`external: true` in `veil.local.yaml`).
+#[derive(Debug, Clone)]
+pub struct ExternalPlan {
+    pub name: String,
+    /// Its fixed address on the bridge.
+    pub address: Ipv4Addr,
+    /// Names every pod's hosts file resolves to `address`.
+    pub hosts: Vec<String>,
+    pub run: RuntimeWorkload,
+}
+
+/// `(address, hosts)` of every external workload of `rt` that has an address.
+fn external_hosts(rt: &LocalRuntime) -> Vec<(IpAddr, Vec<String>)> {
+    rt.workloads.iter().filter(|w| w.external).filter_map(|w| Some((IpAddr::V4(w.address?), w.hosts.clone()))).collect()
+}
+
 /// The whole plan of a mesh.
 #[derive(Debug, Clone)]
 pub struct MeshPlan {
@@ -98,6 +120,9 @@ pub struct MeshPlan {
     /// (namespace, name) → ClusterIP.
     pub cluster_ips: BTreeMap<(String, String), IpAddr>,
     pub settings: MeshSettings,
+    pub externals: Vec<ExternalPlan>,
+    /// Directories mounted into pods (checked: the pod exists, the path is absolute).
+    pub mounts: Vec<Mount>,
 }
 
 impl MeshPlan {
@@ -113,7 +138,10 @@ impl MeshPlan {
         for p in planned {
             let run = match &report.runtime {
                 _ if p.gateway => None,
-                Some(rt) => rt.workloads.iter().find(|w| w.name == p.workload && w.namespace == p.namespace).cloned(),
+                Some(rt) => {
+                    let mine = |w: &&RuntimeWorkload| !w.external && w.name == p.workload && w.namespace == p.namespace;
+                    rt.workloads.iter().find(mine).cloned()
+                }
                 None => None,
             };
             if !p.gateway && run.is_none() {
@@ -143,7 +171,26 @@ impl MeshPlan {
             let ip: Ipv4Addr = addrs.next_cluster_ip().map_err(|e| e.to_string())?;
             cluster_ips.insert((s.namespace_or_default().to_string(), s.meta.name.clone()), IpAddr::V4(ip));
         }
-        Ok(MeshPlan { pods, cluster_ips, settings: MeshSettings::default() })
+        if let Some(s) = from_api::egress_gateway_service(&report.snapshot) {
+            let ip: Ipv4Addr = addrs.next_cluster_ip().map_err(|e| e.to_string())?;
+            cluster_ips.insert((s.namespace, s.name), IpAddr::V4(ip));
+        }
+        let externals = externals(report.runtime.as_ref(), &pods, addrs)?;
+        let mounts = mounts(report.runtime.as_ref(), &pods)?;
+        Ok(MeshPlan { pods, cluster_ips, settings: MeshSettings::default(), externals, mounts })
+    }
+
+    /// What every pod's hosts file says: each Service name form → its
+    /// ClusterIP, and each external workload's `hosts` → its address.
+    pub fn hosts_entries(&self) -> Vec<(IpAddr, Vec<String>)> {
+        let mut hosts: Vec<(IpAddr, Vec<String>)> = Vec::new();
+        for ((ns, name), ip) in &self.cluster_ips {
+            hosts.push((*ip, vec![name.clone(), format!("{name}.{ns}"), format!("{name}.{ns}.svc.{}", self.settings.domain)]));
+        }
+        for e in &self.externals {
+            hosts.push((IpAddr::V4(e.address), e.hosts.clone()));
+        }
+        hosts
     }
 
     /// The model input for a (possibly changed) snapshot with this plan's
@@ -154,6 +201,11 @@ impl MeshPlan {
         let lookup = |ns: &str, name: &str| ips.get(&(ns.to_string(), name.to_string())).copied();
         let services = from_api::services(snapshot, &lookup);
         let (gateway_servers, http_routes, tcp_routes) = from_api::routing(snapshot);
+        let resolver = Resolver { hosts: self.hosts_entries() };
+        let (service_entries, _) = from_api::service_entries(snapshot, &|n: &str| resolver.resolve(n));
+        let mut settings = self.settings.clone();
+        settings.outbound_traffic_policy =
+            from_api::outbound_traffic_policy(snapshot, &settings.root_namespace).unwrap_or_default();
         MeshInput {
             registry: Registry { pods: self.pods.iter().map(|p| p.pod.clone()).collect(), services },
             peer_authentications: from_api::peer_authentications(snapshot, &self.settings.root_namespace),
@@ -162,7 +214,53 @@ impl MeshPlan {
             http_routes,
             tcp_routes,
             virtual_services: from_api::virtual_services(snapshot),
-            settings: self.settings.clone(),
+            service_entries,
+            settings,
         }
     }
+}
+
+/// The external workloads of `rt`, each at its fixed address, which must be
+/// inside the bridge subnet and used by no pod or other external workload.
+fn externals(rt: Option<&LocalRuntime>, pods: &[PodPlan], addrs: &AddressPlan) -> Result<Vec<ExternalPlan>, String> {
+    let bridge = addrs.bridge();
+    let mut out: Vec<ExternalPlan> = Vec::new();
+    for w in rt.iter().flat_map(|rt| rt.workloads.iter()).filter(|w| w.external) {
+        let Some(address) = w.address else {
+            return Err(format!("external workload {}: give it a fixed `address` inside the bridge subnet {}/{} in {LOCAL_RUNTIME_FILE}", w.name, bridge.network(), bridge.prefix));
+        };
+        let inside = crate::ipam::Ipv4Cidr { addr: address, prefix: bridge.prefix }.network() == bridge.network();
+        let taken = pods.iter().any(|p| p.pod.ip == IpAddr::V4(address)) || out.iter().any(|e| e.address == address);
+        if !inside || taken || address == bridge.addr {
+            return Err(format!(
+                "external workload {}: address {address} must be inside the bridge subnet {}/{} and used by nothing else (pods start at .0.10; use e.g. 10.209.250.x)",
+                w.name,
+                bridge.network(),
+                bridge.prefix
+            ));
+        }
+        out.push(ExternalPlan { name: w.name.clone(), address, hosts: w.hosts.clone(), run: w.clone() });
+    }
+    Ok(out)
+}
+
+/// The mounts of `rt`, checked: the pod is planned, the mount path is
+/// absolute with a parent, the source is a directory.
+fn mounts(rt: Option<&LocalRuntime>, pods: &[PodPlan]) -> Result<Vec<Mount>, String> {
+    let mut out = Vec::new();
+    for m in rt.iter().flat_map(|rt| rt.mounts.iter()) {
+        let known = pods.iter().any(|p| format!("{}/{}", p.pod.namespace, p.pod.name) == m.pod);
+        let fix = format!("fix `mounts` in {LOCAL_RUNTIME_FILE}");
+        if !known {
+            return Err(format!("mount {}: no pod {} (give namespace/name of a pod or gateway); {fix}", m.mount_path.display(), m.pod));
+        }
+        if !m.mount_path.is_absolute() || m.mount_path.parent().is_none_or(|p| p == Path::new("/")) {
+            return Err(format!("mount {}: mountPath must be an absolute path below a directory (e.g. /etc/certs); {fix}", m.mount_path.display()));
+        }
+        if !m.source.is_dir() {
+            return Err(format!("mount {}: source {} is not a directory; {fix}", m.mount_path.display(), m.source.display()));
+        }
+        out.push(m.clone());
+    }
+    Ok(out)
 }

@@ -1,7 +1,8 @@
 //! `veil up`: creates the bridge, starts the control plane, makes one
-//! network namespace per pod with its sidecar and workload, publishes the
-//! ingress gateway on 127.0.0.1, then serves (reloading the directory on
-//! change) until shutdown, and removes everything it made.
+//! network namespace per pod with its sidecar and workload (and one per
+//! external workload, outside the mesh), publishes the gateways on
+//! 127.0.0.1, then serves (reloading the directory on change) until
+//! shutdown, and removes everything it made.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -219,11 +220,8 @@ async fn start_and_serve(
     }
     say(format!("admin API http://{admin_addr} (veil x describe pod, veil authn tls-check, veil x auth check)"));
 
-    // Hosts entries: every Service name form → its ClusterIP.
-    let mut hosts: Vec<(IpAddr, Vec<String>)> = Vec::new();
-    for ((ns, name), ip) in &plan.cluster_ips {
-        hosts.push((*ip, vec![name.clone(), format!("{name}.{ns}"), format!("{name}.{ns}.svc.{}", plan.settings.domain)]));
-    }
+    // Hosts entries: every Service name form → its ClusterIP, every external host → its address.
+    let hosts = plan.hosts_entries();
     let cluster_rules: Vec<ClusterIpRule> = input
         .outbound()
         .services
@@ -286,24 +284,23 @@ async fn start_and_serve(
                 ("VEIL_NAMESPACE", p.pod.namespace.clone()),
                 ("VEIL_RECORDS", rec.display().to_string()),
                 ("VEIL_LOG", std::env::var("VEIL_LOG").unwrap_or_else(|_| "info".into())),
+                ("MALLOC_ARENA_MAX", "1".to_string()),
             ]
             .into_iter()
             .map(|(k, v)| (k.to_string(), v))
             .collect();
-            let proc_ = spawn(
-                &journal,
-                &netns,
-                &ProcessSpec {
-                    program: options.veil_binary.clone(),
-                    args: vec!["proxy".into()],
-                    cwd: Some(state_dir.clone()),
-                    env,
-                    uid: Some(PROXY_UID),
-                    gid: Some(PROXY_UID),
-                    log_path: state_dir.join("logs").join(format!("{}.{}.proxy.log", p.pod.namespace, p.pod.name)),
-                },
-            )
-            .map_err(UpError::Local)?;
+            let spec = ProcessSpec {
+                program: options.veil_binary.clone(),
+                args: vec!["proxy".into()],
+                cwd: Some(state_dir.clone()),
+                env,
+                uid: Some(PROXY_UID),
+                gid: Some(PROXY_UID),
+                log_path: state_dir.join("logs").join(format!("{}.{}.proxy.log", p.pod.namespace, p.pod.name)),
+            };
+            let stage = state_dir.join("pods").join(format!("{}.{}", p.pod.namespace, p.pod.name)).join("mounts-proxy");
+            let spec = super::mounts::wrap(spec, &netns, &pod_mounts(&plan, p), &stage)?;
+            let proc_ = spawn(&journal, &netns, &spec).map_err(UpError::Local)?;
             st.proxy_pid = Some(proc_.pid());
             st.spiffe_id = Some(spiffe.to_string());
             proxies.push((i, proc_));
@@ -323,6 +320,7 @@ async fn start_and_serve(
         }
     }
     say(format!("{} proxies ready (certificates issued, config received)", proxies.len()));
+    let externals = super::externals::start(options, &journal, &plan, &bridge, bridge_cidr, deadline).await?;
     super::workloads::start(options, &journal, &plan, &mut states, deadline).await?;
 
     let mut published = Vec::new();
@@ -360,6 +358,7 @@ async fn start_and_serve(
         published,
         ready_after_ms: started.elapsed().as_millis() as u64,
         admin: Some(admin_addr),
+        externals,
     };
     state.save(state_dir).map_err(UpError::Local)?;
     super::summary::print(&state, &input);
@@ -368,4 +367,10 @@ async fn start_and_serve(
     drop(forwards);
     drop(proxies);
     Ok(())
+}
+
+/// The mounts of `veil.local.yaml` for pod `p`.
+pub(super) fn pod_mounts<'a>(plan: &'a MeshPlan, p: &PodPlan) -> Vec<&'a crate::runtime_file::Mount> {
+    let id = format!("{}/{}", p.pod.namespace, p.pod.name);
+    plan.mounts.iter().filter(|m| m.pod == id).collect()
 }

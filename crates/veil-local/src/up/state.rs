@@ -28,6 +28,18 @@ pub struct PodState {
     pub proxy_pid: Option<u32>,
 }
 
+/// A server outside the mesh (`external: true` in `veil.local.yaml`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExternalState {
+    pub name: String,
+    /// Its fixed address on the bridge.
+    pub ip: IpAddr,
+    pub netns: String,
+    /// Names every pod's hosts file resolves to `ip`.
+    pub hosts: Vec<String>,
+    pub pid: Option<u32>,
+}
+
 /// A gateway port published on the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Published {
@@ -59,6 +71,9 @@ pub struct MeshState {
     /// port), read by `veil x describe`, `veil authn tls-check`, `veil x auth check`.
     #[serde(default)]
     pub admin: Option<SocketAddr>,
+    /// Servers outside the mesh, on the bridge.
+    #[serde(default)]
+    pub externals: Vec<ExternalState>,
 }
 
 impl MeshState {
@@ -138,6 +153,9 @@ impl MeshState {
             let line: Vec<String> = r.iter().zip(widths.iter()).map(|(c, w)| format!("{c:<w$}")).collect();
             out.push_str(line.join("  ").trim_end());
             out.push('\n');
+        }
+        for e in &self.externals {
+            out.push_str(&format!("external {} {} (outside the mesh) hosts {}\n", e.name, e.ip, e.hosts.join(", ")));
         }
         for p in &self.published {
             out.push_str(&format!("gateway {} port {} ({}) published at {}\n", p.gateway, p.port, p.protocol, p.host));

@@ -48,20 +48,17 @@ pub async fn start(
             (Some(u), Some(g))
         };
         let log = state_dir.join("logs").join(format!("{}.{}.log", p.pod.namespace, p.pod.name));
-        let proc_ = spawn(
-            journal,
-            &st.netns,
-            &ProcessSpec {
-                program: program.into(),
-                args: args.to_vec(),
-                cwd: Some(options.dir.clone()),
-                env,
-                uid,
-                gid,
-                log_path: log.clone(),
-            },
-        )
-        .map_err(UpError::Local)?;
+        let spec = ProcessSpec {
+            program: program.into(),
+            args: args.to_vec(),
+            cwd: Some(options.dir.clone()),
+            env,
+            uid,
+            gid,
+            log_path: log.clone(),
+        };
+        let spec = super::mounts::wrap(spec, &st.netns, &super::run::pod_mounts(plan, p), &pod_dir.join("mounts-workload"))?;
+        let proc_ = spawn(journal, &st.netns, &spec).map_err(UpError::Local)?;
         st.workload_pid = Some(proc_.pid());
         if let Some(ready) = &run.ready {
             waits.push((st.netns.clone(), p.pod.ip, ready.tcp_port, ready.timeout_seconds, log, format!("{}/{}", p.pod.namespace, p.pod.name)));
@@ -69,7 +66,7 @@ pub async fn start(
     }
     for (netns, ip, port, timeout_s, log, name) in waits {
         let left = deadline.saturating_duration_since(Instant::now());
-        let timeout = Duration::from_secs(u64::from(timeout_s)).min(left);
+        let timeout = Duration::from_secs(timeout_s).min(left);
         let res = tokio::task::spawn_blocking(move || crate::process::wait_tcp_ready(&netns, IpAddr::from(loopback_of(ip)), port, timeout))
             .await
             .map_err(|e| UpError::NotReady(format!("{name}: {e}")))?;

@@ -134,5 +134,6 @@ pub fn mesh_input(snapshot: &Snapshot) -> MeshInput {
         tcp_routes,
         virtual_services: from_api::virtual_services(snapshot),
         settings,
+        service_entries: Vec::new(),
     }
 }

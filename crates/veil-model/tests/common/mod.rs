@@ -144,6 +144,7 @@ pub fn input_of(snap: &Snapshot) -> MeshInput {
         http_routes,
         tcp_routes,
         virtual_services: from_api::virtual_services(snap),
+        service_entries: Vec::new(),
         settings,
     }
 }

@@ -282,6 +282,7 @@ impl Mesh {
                         mesh_endpoint(net.ip_b, ECHO_PERMISSIVE, &b, host)),
                     service("web.shop.svc.cluster.local", VIP_WEB, 80, mesh_endpoint(net.ip_b, HTTP_STRICT, &b, host)),
                 ],
+                ..Outbound::default()
             }
             .into(),
             gateway: None,

@@ -169,7 +169,7 @@ impl Routing {
             version: 1,
             node: node("client", NS, "client", net.ip_a),
             inbound: Inbound { mode: MtlsMode::Permissive, ports: vec![], sniff_timeout_ms: 200 },
-            outbound: Outbound { services }.into(),
+            outbound: Outbound { services, ..Outbound::default() }.into(),
             gateway: None,
         };
         let strict = |port| InboundPort { port, mode: MtlsMode::Strict, protocol: Protocol::Http };
