@@ -316,6 +316,14 @@ async fn wrong_ca_san_mismatch_and_missing_ca_are_refused_and_logged() {
     assert!(unsupported.map(|b| b.is_empty()).unwrap_or(true));
     assert!(wait_log(&["ext16.shop", "is not supported yet"]).await.is_some(), "{:#?}", log_lines("ext16"));
     // Only the control and the insecure call reached the server over TLS.
-    let ok: Vec<_> = s.client.records().into_iter().filter(|r| r.security == "tls").collect();
+    // Records are written in batches: wait (bounded) for the writer to flush.
+    let mut ok: Vec<_> = Vec::new();
+    for _ in 0..30 {
+        ok = s.client.records().into_iter().filter(|r| r.security == "tls").collect();
+        if ok.len() >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     assert_eq!(ok.len(), 2, "{ok:#?}");
 }
