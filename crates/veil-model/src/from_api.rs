@@ -10,13 +10,13 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
-use veil_api::{Snapshot, TargetPort as ApiTargetPort};
+use veil_api::Snapshot;
 
 use crate::authn::PeerAuthn;
 use crate::dr::DestinationRule;
 use crate::mesh_routes::VirtualService;
 use crate::config::{MtlsMode, Protocol};
-use crate::registry::{parse_protocol, ContainerPort, Labels, Service, ServicePort, TargetPort};
+use crate::registry::{parse_protocol, ContainerPort, Labels, Service};
 use crate::routes::{GatewayServer, VsHttpRoute, VsTcpRoute};
 
 /// Labels of the ingress gateway Istio installs (`istio: ingressgateway`).
@@ -140,22 +140,7 @@ pub fn services(snapshot: &Snapshot, cluster_ip: &dyn Fn(&str, &str) -> Option<I
             Service {
                 cluster_ip: if s.spec.is_headless() { None } else { cluster_ip(&ns, &name) },
                 selector: s.spec.selector.clone(),
-                ports: s
-                    .spec
-                    .ports
-                    .iter()
-                    .filter_map(|p| {
-                        Some(ServicePort {
-                            name: p.name.clone(),
-                            port: u16::try_from(p.port).ok()?,
-                            target_port: match p.target() {
-                                ApiTargetPort::Number(n) => TargetPort::Number(u16::try_from(n).ok()?),
-                                ApiTargetPort::Name(n) => TargetPort::Name(n),
-                            },
-                            app_protocol: p.app_protocol.clone(),
-                        })
-                    })
-                    .collect(),
+                ports: crate::legacy::service_ports(&s.spec),
                 name,
                 namespace: ns,
             }

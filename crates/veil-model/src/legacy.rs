@@ -30,7 +30,9 @@ pub fn legacy_mode(spec: &PolicySpec) -> MtlsMode {
     }
 }
 
-fn service_ports(svc: &ServiceSpec) -> Vec<ServicePort> {
+/// The ports of a Kubernetes Service in the model's form (ports out of
+/// range are dropped; validation reports them).
+pub(crate) fn service_ports(svc: &ServiceSpec) -> Vec<ServicePort> {
     svc.ports
         .iter()
         .filter_map(|p| {
