@@ -218,6 +218,7 @@ impl MeshInput {
         let gateway = pod.gateway.then(|| GatewayConfig {
             listeners: gateway_listeners(
                 pod,
+                &crate::gateway_rules::GatewayRules::new(self),
                 &self.gateway_servers,
                 &self.http_routes,
                 &self.tcp_routes,

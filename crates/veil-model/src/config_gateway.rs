@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 
-use crate::config::{Protocol, ProxyConfig};
+use crate::config::{HttpRouteRule, Protocol, ProxyConfig};
 
 /// The servers of a gateway proxy.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -21,9 +21,15 @@ pub struct GatewayConfig {
 pub struct GatewayListener {
     pub port: u16,
     pub protocol: Protocol,
-    /// HTTP routes, first match wins (for HTTP listeners).
+    /// HTTP routes in reduced form (host and URI only), for summaries and
+    /// hand-written configs; the proxy routes with `http_rules` when it is
+    /// not empty, else with these.
     #[serde(default)]
     pub http_routes: Vec<HttpRoute>,
+    /// The full `VirtualService` HTTP rules bound to this port's plaintext
+    /// servers, first match wins; no match: 404.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_rules: Vec<GatewayHttpRule>,
     /// Destination of TCP listeners.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_route: Option<RouteDestination>,
@@ -53,6 +59,46 @@ pub struct HttpRoute {
     pub source: String,
 }
 
+/// One `VirtualService` `http[]` rule bound to a gateway server: the same
+/// [`HttpRouteRule`] sidecars apply, for requests whose `Host` (without
+/// port) matches one of `hosts`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GatewayHttpRule {
+    /// Host patterns (`*`, `*.example.com`, exact): the VirtualService's
+    /// hosts that meet the server's.
+    pub hosts: Vec<String>,
+    /// `namespace/name` of the VirtualService.
+    pub source: String,
+    pub rule: HttpRouteRule,
+}
+
+impl From<&HttpRoute> for GatewayHttpRule {
+    /// The rule a reduced route stands for: its URI match and one
+    /// destination, Istio's default retries.
+    fn from(route: &HttpRoute) -> Self {
+        let uri = if route.exact {
+            crate::config::StringMatch::Exact(route.uri_prefix.clone())
+        } else {
+            crate::config::StringMatch::Prefix(route.uri_prefix.clone())
+        };
+        let destination = crate::config::WeightedDestination {
+            host: route.destination.host.clone(),
+            port: route.destination.port,
+            subset: None,
+            weight: 1,
+        };
+        GatewayHttpRule {
+            hosts: route.hosts.clone(),
+            source: route.source.clone(),
+            rule: HttpRouteRule {
+                matches: vec![crate::config::HttpMatch { uri: Some(uri), ..Default::default() }],
+                destinations: vec![destination],
+                ..HttpRouteRule::default()
+            },
+        }
+    }
+}
+
 /// Where a route sends traffic: a Service host name and port.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RouteDestination {
@@ -68,6 +114,7 @@ impl Default for GatewayListener {
             port: 0,
             protocol: Protocol::Http,
             http_routes: Vec::new(),
+            http_rules: Vec::new(),
             tcp_route: None,
             https_redirect_hosts: Vec::new(),
             tls_servers: Vec::new(),
@@ -170,9 +217,13 @@ pub struct GatewayTlsServer {
     /// What the server presents (terminating modes other than ISTIO_MUTUAL).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<ServerCredential>,
-    /// HTTP routes after termination, first match wins.
+    /// HTTP routes after termination in reduced form (see
+    /// [`GatewayListener::http_routes`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub http_routes: Vec<HttpRoute>,
+    /// The full HTTP rules after termination, first match wins; no match: 404.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_rules: Vec<GatewayHttpRule>,
     /// Destination of terminated non-HTTP TLS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_route: Option<RouteDestination>,

@@ -17,6 +17,7 @@ pub mod credentials;
 pub mod dr;
 pub mod egress_gateway;
 pub mod from_api;
+pub mod gateway_rules;
 pub mod legacy;
 pub mod mesh_config;
 pub mod mesh_routes;

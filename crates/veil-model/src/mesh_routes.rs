@@ -161,7 +161,7 @@ impl<'a> MeshRoutes<'a> {
                 if catch_all {
                     matches.clear();
                 }
-                out.http.push(self.http_rule(vs, rule, matches, service));
+                out.http.push(self.http_rule(vs, rule, matches, service.port));
                 if catch_all {
                     break;
                 }
@@ -173,15 +173,18 @@ impl<'a> MeshRoutes<'a> {
             });
             if let Some(rule) = rule {
                 let route: Vec<_> = rule.route.iter().map(|d| (&d.destination, d.weight)).collect();
-                out.tcp = self.destinations(vs, &route, service).0;
+                out.tcp = self.destinations(vs, &route, service.port).0;
             }
         }
         out
     }
 
-    fn http_rule(&self, vs: &VirtualService, rule: &HttpRoute, matches: Vec<HttpMatch>, service: &OutboundService) -> HttpRouteRule {
+    /// One `http[]` rule of `vs` with the match entries that apply;
+    /// a destination without a port defaults to its Service's only port,
+    /// else `called_port` (the Service port or gateway server port).
+    pub(crate) fn http_rule(&self, vs: &VirtualService, rule: &HttpRoute, matches: Vec<HttpMatch>, called_port: u16) -> HttpRouteRule {
         let route: Vec<_> = rule.route.iter().map(|d| (&d.destination, d.weight)).collect();
-        let (destinations, skipped) = self.destinations(vs, &route, service);
+        let (destinations, skipped) = self.destinations(vs, &route, called_port);
         let retries = match &rule.retries {
             None => RetryPolicy::default(),
             Some(r) if r.attempts == 0 => RetryPolicy::none(),
@@ -213,7 +216,7 @@ impl<'a> MeshRoutes<'a> {
         &self,
         vs: &VirtualService,
         route: &[(&veil_api::Destination, Option<u32>)],
-        service: &OutboundService,
+        called_port: u16,
     ) -> (Vec<WeightedDestination>, Vec<String>) {
         let (mut out, mut skipped) = (Vec::new(), Vec::new());
         for (d, weight) in route {
@@ -223,10 +226,10 @@ impl<'a> MeshRoutes<'a> {
             let port = match (asked, ports) {
                 (Some(n), _) => ports.iter().copied().find(|p| u32::from(*p) == n),
                 (None, [only]) => Some(*only),
-                (None, _) => ports.iter().copied().find(|p| *p == service.port),
+                (None, _) => ports.iter().copied().find(|p| *p == called_port),
             };
             let Some(port) = port else {
-                skipped.push(format!("{host}:{}", asked.map_or_else(|| service.port.to_string(), |n| n.to_string())));
+                skipped.push(format!("{host}:{}", asked.map_or_else(|| called_port.to_string(), |n| n.to_string())));
                 continue;
             };
             let weight = if route.len() == 1 { 100 } else { weight.unwrap_or(0) };
@@ -252,7 +255,7 @@ fn string_matches(map: &BTreeMap<String, veil_api::StringMatch>, lower: bool) ->
     map.iter().map(|(k, v)| (if lower { k.to_ascii_lowercase() } else { k.clone() }, string_match(v))).collect()
 }
 
-fn http_match(m: &HttpMatchRequest) -> HttpMatch {
+pub(crate) fn http_match(m: &HttpMatchRequest) -> HttpMatch {
     HttpMatch {
         uri: m.uri.as_ref().map(string_match),
         ignore_uri_case: m.ignore_uri_case,
@@ -267,7 +270,7 @@ fn http_match(m: &HttpMatchRequest) -> HttpMatch {
 
 /// Istio `IsCatchAllRoute` for one match entry: nothing but a `uri` of
 /// prefix `/` or regex `*` / `.*`.
-fn is_catch_all(m: &HttpMatch) -> bool {
+pub(crate) fn is_catch_all(m: &HttpMatch) -> bool {
     let uri = match &m.uri {
         None => true,
         Some(StringMatch::Prefix(p)) => p == "/",

@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use veil_api::ServerTlsSettings;
 
 use crate::config::{GatewayListener, GatewayTlsMode, GatewayTlsServer, HttpRoute, Protocol, RouteDestination, TlsRoute};
+use crate::gateway_rules::GatewayRules;
 use crate::credentials::{gateway_mode, server_credential, CredentialSecret, Lookup};
 use crate::registry::{selector_matches, Labels, Pod, Registry};
 
@@ -44,7 +45,8 @@ pub struct GatewayServer {
 }
 
 impl GatewayServer {
-    fn namespace(&self) -> &str {
+    /// The Gateway's namespace.
+    pub fn namespace(&self) -> &str {
         self.gateway.split_once('/').map_or("", |(ns, _)| ns)
     }
 
@@ -153,7 +155,7 @@ fn server_names(server: &GatewayServer) -> Vec<String> {
 /// The hosts of a VirtualService in `vs_ns` that a server serves: each VS
 /// host meets each server host whose namespace part admits `vs_ns` (`*`
 /// any, `.` the Gateway's namespace, else that namespace).
-fn bound_hosts(server: &GatewayServer, vs_ns: &str, vs_hosts: &[String]) -> Vec<String> {
+pub(crate) fn bound_hosts(server: &GatewayServer, vs_ns: &str, vs_hosts: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     for entry in &server.hosts {
         let (ns, host) = split_host(entry);
@@ -177,6 +179,7 @@ fn bound_hosts(server: &GatewayServer, vs_ns: &str, vs_hosts: &[String]) -> Vec<
 /// Inputs every listener needs besides the server.
 struct Binding<'a> {
     pod: &'a Pod,
+    rules: &'a GatewayRules<'a>,
     http: &'a [VsHttpRoute],
     tcp: &'a [VsTcpRoute],
     registry: &'a Registry,
@@ -254,6 +257,7 @@ impl Binding<'_> {
             http: server.http,
             credential: None,
             http_routes: Vec::new(),
+            http_rules: Vec::new(),
             tcp_route: None,
             tls_routes: Vec::new(),
             error: None,
@@ -274,6 +278,7 @@ impl Binding<'_> {
                 out.credential = credential;
                 if server.http {
                     out.http_routes = self.http_routes(server);
+                    out.http_rules = self.rules.for_server(self.pod, server);
                 } else {
                     out.tcp_route = self.tcp_route(server);
                 }
@@ -292,13 +297,14 @@ impl Binding<'_> {
 /// one port with the same host, the first keeps it (Istio `CheckDuplicates`).
 pub fn gateway_listeners(
     pod: &Pod,
+    rules: &GatewayRules,
     servers: &[GatewayServer],
     http: &[VsHttpRoute],
     tcp: &[VsTcpRoute],
     registry: &Registry,
     domain: &str,
 ) -> Vec<GatewayListener> {
-    let binding = Binding { pod, http, tcp, registry, domain };
+    let binding = Binding { pod, rules, http, tcp, registry, domain };
     let mut listeners: Vec<GatewayListener> = Vec::new();
     for server in servers.iter().filter(|s| selector_matches(&s.selector, &pod.labels)) {
         let idx = match listeners.iter().position(|l| l.port == server.port) {
@@ -330,6 +336,13 @@ pub fn gateway_listeners(
         for route in binding.http_routes(server) {
             if !listener.http_routes.contains(&route) {
                 listener.http_routes.push(route);
+            }
+        }
+        if server.http {
+            for rule in binding.rules.for_server(pod, server) {
+                if !listener.http_rules.contains(&rule) {
+                    listener.http_rules.push(rule);
+                }
             }
         }
         if listener.tcp_route.is_none() {

@@ -235,3 +235,23 @@ fn durations_and_retry_conditions() {
     assert_eq!(retry_on("gateway-error, reset,refused-stream"), vec![RetryOn::GatewayError, RetryOn::Reset]);
     assert_eq!(retry_on("retriable-4xx,retriable-status-codes"), vec![RetryOn::Retriable4xx, RetryOn::Status(503)]);
 }
+
+#[test]
+fn gateway_listeners_carry_the_full_rules_of_bound_virtual_services() {
+    let gw = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata:\n  name: edge\n  namespace: default\nspec:\n  selector:\n    istio: ingressgateway\n  servers:\n  - port: {number: 80, name: http, protocol: HTTP}\n    hosts: [\"*.shop.example\"]\n";
+    let body = "  hosts: [www.shop.example, other.example]\n  gateways: [edge]\n  http:\n  - match:\n    - headers: {end-user: {exact: jason}}\n    route:\n    - destination: {host: reviews, subset: v2}\n  - match:\n    - uri: {prefix: /v1/api}\n    rewrite: {uri: /api}\n    route:\n    - destination: {host: reviews, subset: v1}\n  - route:\n    - destination: {host: reviews, subset: v1}\n      weight: 90\n    - destination: {host: reviews, subset: v2}\n      weight: 10\n  - route:\n    - destination: {host: reviews, subset: v3}\n";
+    let mesh_only = "  hosts: [www.shop.example]\n  http:\n  - route:\n    - destination: {host: reviews, subset: v3}\n";
+    let i = with(&[case("02-bookinfo-destination-rule-all.yaml"), gw.to_string(), vs("edge-routes", NSD, body), vs("mesh", NSD, mesh_only)]);
+    let config = i.proxy_config(pod(&i, "istio-ingressgateway"), &Outbound::default());
+    let listeners = config.gateway.expect("gateway").listeners;
+    let rules: Vec<&GatewayHttpRule> = listeners.iter().flat_map(|l| l.http_rules.iter()).collect();
+    assert_eq!(rules.len(), 3, "the rule after the catch-all is left out; mesh-only VirtualServices do not bind: {rules:#?}");
+    assert!(rules.iter().all(|r| r.hosts == ["www.shop.example"] && r.source == "default/edge-routes"), "{rules:#?}");
+    let jason = &rules[0].rule;
+    assert_eq!(jason.matches[0].headers.get("end-user"), Some(&StringMatch::Exact("jason".into())));
+    assert_eq!(jason.destinations, vec![dest("v2", 100)]);
+    let api = &rules[1].rule;
+    assert_eq!(api.rewrite.as_ref().and_then(|r| r.uri.as_deref()), Some("/api"));
+    assert_eq!(rules[2].rule.destinations, vec![dest("v1", 90), dest("v2", 10)]);
+    assert!(rules[2].rule.matches.is_empty());
+}

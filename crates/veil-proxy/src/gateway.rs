@@ -5,9 +5,12 @@
 //! a server with `tls.httpsRedirect`. TCP goes to one destination. TLS ports
 //! (`gateway_tls`) pick a server by SNI, terminate or pass the client's TLS
 //! through, and then use the same HTTP routing or TCP forwarding. Every
-//! destination is reached over mesh mTLS per its endpoint's `UpstreamTls`;
-//! HTTP requests go over pooled upstream connections (`http_pool`), with
-//! host matching and header handling from `router`.
+//! destination is reached over mesh mTLS per its endpoint's `UpstreamTls`.
+//! HTTP requests are routed by the full `VirtualService` rules (`router`:
+//! header and URI matches, weights, subsets, rewrite, redirect, timeout,
+//! retries; the same code as sidecars, `outbound_http::forward`) among the
+//! rules whose hosts match the `Host` header, over pooled upstream
+//! connections (`http_pool`).
 //!
 //! Listeners are re-bound when the config's set of (port, kind) changes.
 
@@ -28,7 +31,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
-use veil_model::{GatewayListener, GatewayTlsServer, RouteDestination};
+use veil_model::{GatewayHttpRule, GatewayListener, GatewayTlsServer, HttpRoute, RouteDestination};
 
 pub use crate::router::host_matches;
 
@@ -195,42 +198,39 @@ fn forwarded_for<B>(req: &mut Request<B>, peer: SocketAddr) {
     }
 }
 
+/// The rules that serve a request: the full rules when the model sent
+/// them, else the reduced routes as rules.
+fn rules_of(rules: &[GatewayHttpRule], routes: &[HttpRoute]) -> Vec<GatewayHttpRule> {
+    if rules.is_empty() {
+        routes.iter().map(GatewayHttpRule::from).collect()
+    } else {
+        rules.to_vec()
+    }
+}
+
 async fn route_request(shared: &Shared, routes: &Routes, peer: SocketAddr, mut req: Request<Incoming>) -> Response<Body> {
     let host = router::request_host(&req);
     let path = req.uri().path().to_string();
     let port = routes.port();
-    let route = match routes {
+    let (rules, scheme) = match routes {
         Routes::Plain(port) => {
             let listener = listener_config(shared, *port);
             if listener.as_ref().is_some_and(|l| l.https_redirect_hosts.iter().any(|h| host_matches(h, &host))) {
                 tracing::debug!(%peer, port, %host, %path, "gateway: httpsRedirect");
                 return https_redirect(&host, &req);
             }
-            listener.and_then(|l| router::gateway_route(&l.http_routes, &host, &path))
+            (listener.map(|l| rules_of(&l.http_rules, &l.http_routes)).unwrap_or_default(), "http")
         }
-        Routes::Tls(_, server) => router::gateway_route(&server.http_routes, &host, &path),
+        Routes::Tls(_, server) => (rules_of(&server.http_rules, &server.http_routes), "https"),
     };
-    let Some(route) = route else {
+    let found = router::gateway_rule(&rules, &host, &req, scheme);
+    let Some((route, matched)) = found else {
         tracing::debug!(%peer, port, %host, %path, "gateway: no route");
         return status(StatusCode::NOT_FOUND, "no route\n");
     };
-    let destination = &route.destination;
-    let endpoint = match upstream::resolve(shared, &destination.host, destination.port) {
-        Ok(endpoint) => endpoint,
-        Err(e) => {
-            tracing::warn!(%peer, port, route = %route.source, "gateway upstream {}:{} unavailable: {e}", destination.host, destination.port);
-            return status(StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable\n");
-        }
-    };
     forwarded_for(&mut req, peer);
-    router::prepare_upstream(&mut req, false);
-    match shared.http.send(shared, &endpoint, req.map(|b| b.boxed_unsync())).await {
-        Ok(response) => crate::outbound_http::downstream_response(response),
-        Err(e) => {
-            tracing::warn!(%peer, port, route = %route.source, "gateway upstream {}:{} request failed: {e}", destination.host, destination.port);
-            status(StatusCode::SERVICE_UNAVAILABLE, "upstream unavailable\n")
-        }
-    }
+    let config = shared.config();
+    crate::outbound_http::forward(shared, &config, peer, &route.source, &route.rule, matched, req).await
 }
 
 /// Connects to a service by name and records the connection.

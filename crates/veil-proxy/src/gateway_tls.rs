@@ -238,6 +238,7 @@ mod tests {
             http: true,
             credential: None,
             http_routes: Vec::new(),
+            http_rules: Vec::new(),
             tcp_route: None,
             tls_routes: Vec::new(),
             error: None,

@@ -73,7 +73,7 @@ pub(crate) fn downstream_response(response: Response<PooledBody>) -> Response<Re
     response
 }
 
-async fn handle(shared: &Shared, peer: SocketAddr, dst: SocketAddr, mut req: Request<Incoming>) -> Response<ResponseBody> {
+async fn handle(shared: &Shared, peer: SocketAddr, dst: SocketAddr, req: Request<Incoming>) -> Response<ResponseBody> {
     let config = shared.config();
     let Some((service, _)) = config.outbound.lookup(dst.ip(), dst.port()) else {
         tracing::warn!(%peer, %dst, "outbound HTTP request refused: {dst} is no longer a Service in this proxy's config");
@@ -92,6 +92,23 @@ async fn handle(shared: &Shared, peer: SocketAddr, dst: SocketAddr, mut req: Req
             return status(StatusCode::NOT_FOUND, "no route matched\n".into());
         }
     };
+    forward(shared, &config, peer, source, rule, matched, req).await
+}
+
+/// Sends `req` as `rule` (matched by `matched`) says: a redirect, or a
+/// weighted destination with `rewrite`, `timeout` and `retries`, over the
+/// pooled upstream. Used by sidecars and gateways; `source` names the
+/// VirtualService in logs.
+pub(crate) async fn forward(
+    shared: &Shared,
+    config: &veil_model::ProxyConfig,
+    peer: SocketAddr,
+    source: &str,
+    rule: &HttpRouteRule,
+    matched: Option<&veil_model::HttpMatch>,
+    mut req: Request<Incoming>,
+) -> Response<ResponseBody> {
+    let dst = router::authority(&req).to_string();
     router::note_skipped(source, rule);
     if let Some(redirect) = &rule.redirect {
         let location = router::redirect_location(redirect, &req, "http");
@@ -107,7 +124,7 @@ async fn handle(shared: &Shared, peer: SocketAddr, dst: SocketAddr, mut req: Req
         tracing::warn!(%peer, %dst, route = %source, "outbound HTTP request failed: {e}");
         return status(StatusCode::SERVICE_UNAVAILABLE, "no route destination\n".into());
     };
-    let (upstream_service, endpoints) = match router::endpoints_of(&config, destination) {
+    let (upstream_service, endpoints) = match router::endpoints_of(config, destination) {
         Ok(found) => found,
         Err(e) => {
             tracing::warn!(%peer, %dst, route = %source, "outbound HTTP request failed: {e}");

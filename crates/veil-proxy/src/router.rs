@@ -19,7 +19,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use veil_model::{
-    Endpoint, HttpMatch, HttpRedirect, HttpRewrite, HttpRoute, HttpRouteRule, OutboundService, ProxyConfig,
+    Endpoint, GatewayHttpRule, HttpMatch, HttpRedirect, HttpRewrite, HttpRouteRule, OutboundService, ProxyConfig,
     StringMatch, WeightedDestination,
 };
 
@@ -52,16 +52,20 @@ pub fn host_matches(pattern: &str, host: &str) -> bool {
     }
 }
 
-/// The first gateway route whose hosts include `host` and whose URI
-/// matches `path`.
-pub(crate) fn gateway_route(routes: &[HttpRoute], host: &str, path: &str) -> Option<HttpRoute> {
-    routes
-        .iter()
-        .find(|r| {
-            r.hosts.iter().any(|h| host_matches(h, host))
-                && if r.exact { path == r.uri_prefix } else { path.starts_with(&r.uri_prefix) }
-        })
-        .cloned()
+/// The first gateway rule whose hosts include `host` (the request's host
+/// without port) and that `req` matches, with the match entry that matched.
+pub(crate) fn gateway_rule<'a, B>(
+    rules: &'a [GatewayHttpRule],
+    host: &str,
+    req: &Request<B>,
+    scheme: &str,
+) -> Option<(&'a GatewayHttpRule, Option<&'a HttpMatch>)> {
+    rules.iter().filter(|r| r.hosts.iter().any(|h| host_matches(h, host))).find_map(|r| {
+        if r.rule.matches.is_empty() {
+            return Some((r, None));
+        }
+        r.rule.matches.iter().find(|m| request_matches(m, req, scheme)).map(|m| (r, Some(m)))
+    })
 }
 
 /// The request's `Host` header (else its URI authority), as sent.

@@ -73,6 +73,7 @@ fn tls_server(host: &str, mode: GatewayTlsMode, credential: Option<ServerCredent
         http: true,
         credential,
         http_routes: vec![web_route(host, "/orders")],
+        http_rules: Vec::new(),
         tcp_route: None,
         tls_routes: Vec::new(),
         error: None,
