@@ -58,9 +58,10 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 
 /// Server config for inbound mesh mTLS: TLS 1.3 only, presents `cert`, requires a client
 /// certificate that chains to `bundle` with one SPIFFE ID of its trust domain
-/// ([`SpiffeClientVerifier`]); ALPN = [`MESH_ALPN`]. Issues two session tickets per
-/// handshake, each usable once within [`SESSION_TTL`] for a connection of this config
-/// (a rebuilt config, e.g. after rotation, starts with no sessions).
+/// ([`SpiffeClientVerifier`]); ALPN = [`MESH_ALPN`]. Issues one session ticket per
+/// handshake (a client uses one per connection, so one keeps its supply steady while the
+/// server holds few sessions), usable once within [`SESSION_TTL`] for a connection of this
+/// config (a rebuilt config, e.g. after rotation, starts with no sessions).
 ///
 /// # Errors
 /// [`IdentityError::Tls`] if rustls refuses the certificate or key.
@@ -74,7 +75,7 @@ pub fn mesh_server_config(
         .with_single_cert(cert.chain.clone(), cert.key())?;
     config.alpn_protocols = MESH_ALPN.iter().map(|p| p.to_vec()).collect();
     config.session_storage = Arc::new(SessionCache::new(SERVER_SESSIONS, SESSION_TTL));
-    config.send_tls13_tickets = 2;
+    config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 

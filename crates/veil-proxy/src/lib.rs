@@ -26,6 +26,7 @@ mod orig_dst;
 pub mod outbound;
 mod outbound_http;
 mod proxy;
+mod read_ahead;
 mod records;
 mod router;
 mod sniff;

@@ -140,3 +140,55 @@ pub(crate) fn record(direction: &str, pod: &str, src: SocketAddr, dst: SocketAdd
         start_ms,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(path: &Path) -> usize {
+        std::fs::read_to_string(path).unwrap_or_default().lines().count()
+    }
+
+    fn sample(n: u16) -> ConnectionRecord {
+        let addr = SocketAddr::from(([127, 0, 0, 1], n));
+        record("inbound", "pod", addr, addr, now_ms())
+    }
+
+    #[tokio::test]
+    async fn records_are_written_in_batches() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        let (sink, writer) = open(Some(&path)).unwrap();
+        let (_stop, stopped) = oneshot::channel();
+        let writer = tokio::spawn(writer.unwrap().run(stopped));
+        sink.send(sample(1));
+        tokio::time::sleep(Duration::from_millis(BATCH_MS / 5)).await;
+        sink.send(sample(2));
+        assert_eq!(lines(&path), 0, "the first record waits for the rest of its batch");
+        tokio::time::sleep(Duration::from_millis(BATCH_MS * 3)).await;
+        assert_eq!(lines(&path), 2, "one batch, both records");
+        sink.send(sample(3));
+        tokio::time::sleep(Duration::from_millis(BATCH_MS * 3)).await;
+        assert_eq!(lines(&path), 3, "the next batch");
+        assert_eq!(sink.dropped(), 0);
+        writer.abort();
+    }
+
+    #[tokio::test]
+    async fn records_queued_at_shutdown_are_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("records.jsonl");
+        let (sink, writer) = open(Some(&path)).unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let writer = tokio::spawn(writer.unwrap().run(stopped));
+        for n in 0..5 {
+            sink.send(sample(n));
+        }
+        tokio::task::yield_now().await;
+        drop(stop);
+        tokio::time::timeout(Duration::from_secs(1), writer).await.expect("the writer ends at stop").unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 5, "{text}");
+        assert!(text.lines().all(|l| serde_json::from_str::<ConnectionRecord>(l).is_ok()));
+    }
+}
