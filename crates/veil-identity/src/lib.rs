@@ -30,4 +30,4 @@ pub use service::{CaService, SECRET_TTL};
 pub use spiffe::{SpiffeId, TrustDomain};
 pub use tls::{mesh_client_config, mesh_server_config, peer_spiffe_id, MESH_ALPN};
 pub use token::BootstrapTokens;
-pub use verify::{verify_peer_chain, PeerRole, SpiffeClientVerifier, SpiffeServerVerifier};
+pub use verify::{verify_peer_chain, HandshakeSignatures, PeerRole, SpiffeClientVerifier, SpiffeServerVerifier};

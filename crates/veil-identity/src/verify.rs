@@ -5,11 +5,11 @@
 //! the client?) and [`SpiffeServerVerifier`] (client side: is this the server we expect?).
 //! Like Istio, the DNS/SNI name is ignored; the SPIFFE ID is the identity.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
+use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{
     CertificateError, DigitallySignedStruct, DistinguishedName, OtherError, SignatureScheme,
@@ -47,9 +47,7 @@ pub fn verify_peer_chain(
 ) -> Result<SpiffeId, IdentityError> {
     let cert = webpki::EndEntityCert::try_from(end_entity)
         .map_err(|e| IdentityError::CertificateParse(e.to_string()))?;
-    let algs = rustls::crypto::aws_lc_rs::default_provider()
-        .signature_verification_algorithms
-        .all;
+    let algs = HandshakeSignatures::default().0.all;
     let usage = match role {
         PeerRole::Server => KeyUsage::server_auth(),
         PeerRole::Client => KeyUsage::client_auth(),
@@ -123,12 +121,60 @@ fn refuse(side: &'static str, err: IdentityError) -> rustls::Error {
     rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Refusal(err)))))
 }
 
+/// The handshake-signature half of a rustls verifier: checks the peer's
+/// TLS 1.2/1.3 `CertificateVerify` with aws-lc-rs's algorithms. Every verifier
+/// in the mesh (SPIFFE client/server, origination) delegates to this one type.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeSignatures(WebPkiSupportedAlgorithms);
+
+/// Built once: `default_provider()` allocates, and verifiers run on every handshake.
+static ALGORITHMS: LazyLock<WebPkiSupportedAlgorithms> =
+    LazyLock::new(|| rustls::crypto::aws_lc_rs::default_provider().signature_verification_algorithms);
+
+impl Default for HandshakeSignatures {
+    fn default() -> Self {
+        Self(*ALGORITHMS)
+    }
+}
+
+impl HandshakeSignatures {
+    /// The algorithms, for chain checks (`verify_server_cert_signed_by_trust_anchor`).
+    pub fn algorithms(&self) -> &WebPkiSupportedAlgorithms {
+        &self.0
+    }
+
+    /// Checks a TLS 1.2 handshake signature. Errors: the rustls signature errors.
+    pub fn tls12(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.0)
+    }
+
+    /// Checks a TLS 1.3 handshake signature. Errors: the rustls signature errors.
+    pub fn tls13(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.0)
+    }
+
+    /// The signature schemes offered to the peer.
+    pub fn schemes(&self) -> Vec<SignatureScheme> {
+        self.0.supported_schemes()
+    }
+}
+
 /// Server-side verifier: requires a client certificate that chains to the bundle and
 /// carries exactly one SPIFFE ID of the bundle's trust domain.
 #[derive(Debug)]
 pub struct SpiffeClientVerifier {
     bundle: TrustBundle,
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
 }
 
 impl SpiffeClientVerifier {
@@ -136,7 +182,7 @@ impl SpiffeClientVerifier {
     pub fn new(bundle: TrustBundle) -> Self {
         Self {
             bundle,
-            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            signatures: HandshakeSignatures::default(),
         }
     }
 }
@@ -169,12 +215,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -183,18 +224,11 @@ impl ClientCertVerifier for SpiffeClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
 
@@ -204,7 +238,7 @@ impl ClientCertVerifier for SpiffeClientVerifier {
 pub struct SpiffeServerVerifier {
     bundle: TrustBundle,
     allowed: Vec<SpiffeId>,
-    provider: Arc<CryptoProvider>,
+    signatures: HandshakeSignatures,
 }
 
 impl SpiffeServerVerifier {
@@ -213,7 +247,7 @@ impl SpiffeServerVerifier {
         Self {
             bundle,
             allowed,
-            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+            signatures: HandshakeSignatures::default(),
         }
     }
 
@@ -261,12 +295,7 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -275,17 +304,10 @@ impl ServerCertVerifier for SpiffeServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.provider.signature_verification_algorithms,
-        )
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider
-            .signature_verification_algorithms
-            .supported_schemes()
+        self.signatures.schemes()
     }
 }
