@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use crate::authn::{effective_authn, namespace_mode, PeerAuthn};
-use crate::client_tls::{upstream_tls, Destination, EndpointFacts};
+use crate::client_tls::{upstream_tls, Destination, EndpointFacts, ProxyFacts};
 use crate::config::*;
 use crate::dr::{self, DestinationRule, EffectivePolicy};
 use crate::mesh_routes::{MeshRoutes, VirtualService};
@@ -104,7 +104,8 @@ impl MeshInput {
     /// namespace (and labels, for `workloadSelector`): use
     /// [`MeshInput::outbound_for`] for a given client.
     pub fn outbound(&self) -> Outbound {
-        self.outbound_in(veil_api::DEFAULT_NAMESPACE, None, &mut InboundCache::default(), &self.service_index())
+        let proxy = ProxyFacts { namespace: veil_api::DEFAULT_NAMESPACE, gateway: false };
+        self.outbound_in(proxy, None, &mut InboundCache::default(), &self.service_index())
     }
 
     /// For each Service (by index), the indices of the pods it selects and
@@ -129,18 +130,18 @@ impl MeshInput {
     /// proxy of `client` sees them (see `crate::client_tls`), and for a
     /// sidecar the VirtualService routes it applies (`crate::mesh_routes`).
     pub fn outbound_for(&self, client: &Pod) -> Outbound {
-        let mut outbound =
-            self.outbound_in(&client.namespace, Some(&client.labels), &mut InboundCache::default(), &self.service_index());
+        let proxy = ProxyFacts { namespace: &client.namespace, gateway: client.gateway };
+        let mut outbound = self.outbound_in(proxy, Some(&client.labels), &mut InboundCache::default(), &self.service_index());
         if !client.gateway {
             MeshRoutes::new(self).attach(client, &mut outbound);
         }
         outbound
     }
 
-    fn outbound_in(&self, client_ns: &str, labels: Option<&Labels>, cache: &mut InboundCache, index: &ServiceIndex) -> Outbound {
+    fn outbound_in(&self, proxy: ProxyFacts, labels: Option<&Labels>, cache: &mut InboundCache, index: &ServiceIndex) -> Outbound {
         let root = &self.settings.root_namespace;
         let domain = &self.settings.domain;
-        let client = dr::Client { namespace: client_ns, labels };
+        let client = dr::Client { namespace: proxy.namespace, labels };
         let mut services = Vec::new();
         for (svc, (pod_idx, identities)) in self.registry.services.iter().zip(index.iter()) {
             let hostname = svc.hostname(domain);
@@ -155,7 +156,8 @@ impl MeshInput {
                     subset: None,
                     identities,
                     namespace_mode,
-                    base_dir: rule.as_ref().and_then(|r| r.base_dir.as_deref()),
+                    rule: rule.as_ref(),
+                    proxy,
                 };
                 let policy = rule.as_ref().map(|r| r.effective(sp.port, None)).unwrap_or_default();
                 let endpoints = self.endpoints(&pods, sp, &policy, &dest, None, cache);
@@ -176,7 +178,7 @@ impl MeshInput {
                 });
             }
         }
-        let (entry_services, entries) = self.entry_outbound(client, &services);
+        let (entry_services, entries) = self.entry_outbound(client, proxy, &services);
         services.extend(entry_services);
         Outbound { services, entries, policy: self.settings.outbound_traffic_policy }
     }
@@ -243,14 +245,15 @@ impl MeshInput {
     }
 
     /// The configs of every pod that runs a proxy (sidecar or gateway). The
-    /// outbound section is computed once per client namespace (and set of
-    /// matching `workloadSelector` DestinationRules), and its routes once
-    /// more per set of matching VirtualService `sourceLabels`.
+    /// outbound section is computed once per client namespace, kind
+    /// (gateways honour every `credentialName`) and set of matching
+    /// `workloadSelector` DestinationRules, and its routes once more per set
+    /// of matching VirtualService `sourceLabels`.
     pub fn proxy_configs(&self) -> Vec<ProxyConfig> {
         let mut cache = InboundCache::default();
         let index = self.service_index();
         let mesh_routes = MeshRoutes::new(self);
-        let mut outbounds: BTreeMap<(String, Vec<usize>), Arc<Outbound>> = BTreeMap::new();
+        let mut outbounds: BTreeMap<(String, Vec<usize>, bool), Arc<Outbound>> = BTreeMap::new();
         let mut distinct: Vec<Arc<Outbound>> = Vec::new();
         let mut routed: BTreeMap<(String, Vec<usize>, Vec<bool>), Arc<Outbound>> = BTreeMap::new();
         let mut out = Vec::new();
@@ -264,10 +267,11 @@ impl MeshInput {
                 })
                 .map(|(i, _)| i)
                 .collect();
-            let key = (p.namespace.clone(), selected);
+            let key = (p.namespace.clone(), selected, p.gateway);
             let labels = (!key.1.is_empty()).then_some(&p.labels);
             if !outbounds.contains_key(&key) {
-                let o = self.outbound_in(&p.namespace, labels, &mut cache, &index);
+                let proxy = ProxyFacts { namespace: &p.namespace, gateway: p.gateway };
+                let o = self.outbound_in(proxy, labels, &mut cache, &index);
                 // Most namespaces see the same outbound: keep one copy of each.
                 let shared = match distinct.iter().find(|d| ***d == o) {
                     Some(d) => d.clone(),

@@ -290,10 +290,79 @@ pub enum UpstreamTls {
         /// PEM private key of `cert_file` (`privateKey`).
         key_file: PathBuf,
     },
-    /// The DestinationRule asks for TLS Veil cannot originate (for example
-    /// `credentialName`); connections are refused and `reason` is logged,
-    /// rather than sending plaintext the user did not ask for.
+    /// DestinationRule `SIMPLE` / `MUTUAL` with `credentialName`: originate
+    /// TLS with the material of the Kubernetes Secret, carried in the config
+    /// (a changed Secret reaches the proxy with the next config). Only a
+    /// gateway, or a sidecar selected by the rule's `workloadSelector`, gets
+    /// this (see `crate::client_tls`).
+    Credential {
+        /// SNI to send; `None` sends none.
+        #[serde(default)]
+        sni: Option<String>,
+        /// Accepted server SANs (DNS, IP or URI, exact); empty: the SNI.
+        #[serde(default)]
+        subject_alt_names: Vec<String>,
+        /// Skip every check of the server certificate (`insecureSkipVerify`).
+        #[serde(default)]
+        insecure_skip_verify: bool,
+        /// Where the material came from, for logs and `auth check`:
+        /// `Secret istio-system/client-credential`.
+        source: String,
+        /// PEM CA bundle the server chain must end in (`ca.crt` / `cacert`,
+        /// from `<name>-cacert` else `<name>`); `None` only with
+        /// `insecure_skip_verify`.
+        #[serde(default)]
+        ca: Option<PemSource>,
+        /// The client certificate: present for `MUTUAL`, absent for `SIMPLE`.
+        #[serde(default)]
+        client: Option<ClientCertificate>,
+    },
+    /// The DestinationRule asks for TLS Veil cannot originate (MUTUAL without
+    /// a client certificate, a `credentialName` whose Secret is missing or
+    /// unusable); connections are refused and `reason` is logged, rather
+    /// than sending plaintext the user did not ask for.
     Unsupported { reason: String },
+}
+
+/// A client certificate chain and its private key, as PEM text.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ClientCertificate {
+    /// PEM certificate chain, leaf first (`tls.crt` / `cert`).
+    pub cert: PemSource,
+    /// PEM private key of the leaf (`tls.key` / `key`).
+    pub key: PemSource,
+}
+
+/// Every [`UpstreamTls`] of `outbound` (endpoints, subsets, `NONE` entries)
+/// with its PEM private key redacted; `None` when none carries one (the
+/// shared section is then kept as is).
+pub(crate) fn outbound_without_private_keys(outbound: &Outbound) -> Option<Outbound> {
+    let carries = |t: &UpstreamTls| matches!(t, UpstreamTls::Credential { client: Some(c), .. } if matches!(c.key, PemSource::Pem(_)));
+    let endpoints = outbound.services.iter().flat_map(|s| s.endpoints.iter().chain(s.subsets.values().flatten()));
+    let entries = outbound.entries.iter().filter_map(|e| e.original_destination.as_ref());
+    if !endpoints.map(|e| &e.tls).chain(entries).any(carries) {
+        return None;
+    }
+    let mut copy = outbound.clone();
+    for s in &mut copy.services {
+        for e in s.endpoints.iter_mut().chain(s.subsets.values_mut().flatten()) {
+            e.tls.redact_private_key();
+        }
+    }
+    for t in copy.entries.iter_mut().filter_map(|e| e.original_destination.as_mut()) {
+        t.redact_private_key();
+    }
+    Some(copy)
+}
+
+impl UpstreamTls {
+    /// Replaces a private key carried as PEM text by `[redacted]` (for
+    /// config dumps); file paths and certificates are kept.
+    pub fn redact_private_key(&mut self) {
+        if let UpstreamTls::Credential { client: Some(ClientCertificate { key: key @ PemSource::Pem(_), .. }), .. } = self {
+            *key = PemSource::Pem("[redacted]".into());
+        }
+    }
 }
 
 pub use crate::config_entries::*;

@@ -140,6 +140,19 @@ pub enum GatewayTlsMode {
     /// Do not terminate: forward the client's TLS bytes by SNI
     /// (`VirtualService` `tls` routes).
     Passthrough,
+    /// Do not terminate, and need no `VirtualService`: the SNI is Istio's
+    /// cluster name `outbound_.<port>_.<subset>_.<hostname>` and names the
+    /// Service port and subset whose endpoints get the client's TLS bytes
+    /// (see `crate::auto_passthrough`).
+    AutoPassthrough,
+}
+
+impl GatewayTlsMode {
+    /// True for the modes that forward the client's TLS untouched
+    /// (PASSTHROUGH, AUTO_PASSTHROUGH) and so present no certificate.
+    pub fn passes_through(self) -> bool {
+        matches!(self, GatewayTlsMode::Passthrough | GatewayTlsMode::AutoPassthrough)
+    }
 }
 
 impl std::fmt::Display for GatewayTlsMode {
@@ -150,6 +163,7 @@ impl std::fmt::Display for GatewayTlsMode {
             GatewayTlsMode::OptionalMutual => "OPTIONAL_MUTUAL",
             GatewayTlsMode::IstioMutual => "ISTIO_MUTUAL",
             GatewayTlsMode::Passthrough => "PASSTHROUGH",
+            GatewayTlsMode::AutoPassthrough => "AUTO_PASSTHROUGH",
         })
     }
 }
@@ -198,14 +212,18 @@ pub struct ServerCredential {
 /// The server for a connection is the one whose `sni_hosts` match the
 /// ClientHello's SNI most specifically (exact, then the longest wildcard
 /// suffix, then a server with no `sni_hosts`), as Envoy picks filter chains
-/// for Istio (`GetSNIHostsForServer`, spec §1.5). No match: the handshake
-/// is refused.
+/// for Istio (`GetSNIHostsForServer`, spec §1.5). An AUTO_PASSTHROUGH
+/// server matches a cluster-name SNI whose hostname its hosts cover, and
+/// ranks as an exact match (Istio gives it one filter chain per cluster
+/// name). No match: the handshake is refused.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GatewayTlsServer {
     /// `namespace/name` of the Gateway.
     pub gateway: String,
     /// SNI names: the server's `hosts` without their `ns/` part; empty for
-    /// `*` (any SNI, or none).
+    /// `*` (any SNI, or none). For AUTO_PASSTHROUGH they filter the
+    /// hostname inside the cluster-name SNI instead (Istio:
+    /// `service.Hostname.SubsetOf(host)`).
     #[serde(default)]
     pub sni_hosts: Vec<String>,
     pub mode: GatewayTlsMode,
@@ -248,7 +266,7 @@ pub struct TlsRoute {
 
 impl ProxyConfig {
     /// A copy for display (admin `/config_dump`): the PEM of every gateway
-    /// private key is replaced by `[redacted]`, as Istio's config dump
+    /// and TLS-origination private key is replaced by `[redacted]`, as Istio's config dump
     /// redacts secrets. Certificates and file paths are kept.
     pub fn without_private_keys(&self) -> ProxyConfig {
         let mut copy = self.clone();
@@ -257,6 +275,9 @@ impl ProxyConfig {
             if let PemSource::Pem(key) = &mut credential.key {
                 *key = "[redacted]".into();
             }
+        }
+        if let Some(outbound) = crate::config::outbound_without_private_keys(&copy.outbound) {
+            copy.outbound = std::sync::Arc::new(outbound);
         }
         copy
     }

@@ -9,6 +9,16 @@
 //! win over `tls.crt`/`tls.key`; the client CA of MUTUAL and
 //! OPTIONAL_MUTUAL comes from the Secret `<name>-cacert`, else from the
 //! Secret itself (`cacert`, else `ca.crt`).
+//!
+//! The same lookup serves a DestinationRule `tls.credentialName` (TLS
+//! origination, [`origination_credential`]; `ClientTLSSettings` in
+//! networking/v1alpha3/destination_rule.proto and
+//! `ApplyCustomSDSToClientCommonTLSContext` in pilot/pkg/security/model):
+//! the Secret is read from the namespace of the proxy that originates
+//! (the egress gateway's pod; `origination` submodule); MUTUAL presents `cert`/`key` (else
+//! `tls.crt`/`tls.key`) of `<name>`; the server is verified against
+//! `cacert`/`ca.crt` of `<name>-cacert`, else of `<name>` (so a SIMPLE
+//! origination needs only a CA, as Istio's `TestSimpleTlsOrigination` uses).
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -16,6 +26,9 @@ use std::path::{Path, PathBuf};
 use veil_api::ServerTlsSettings;
 
 use crate::config::{GatewayTlsMode, PemSource, ServerCredential};
+
+mod origination;
+pub use origination::{missing_everywhere, origination_credential, OriginationCredential, OriginationLookup};
 
 /// Suffix of the Secret that holds only a client CA.
 pub const CA_SECRET_SUFFIX: &str = "-cacert";
@@ -51,11 +64,21 @@ pub enum CredentialError {
     NoClientCa { mode: GatewayTlsMode, namespace: String, name: String },
     #[error("tls.mode {mode} needs {needed}, or credentialName; set them in the Gateway server's tls block")]
     MissingFiles { mode: GatewayTlsMode, needed: &'static str },
+    #[error("credentialName {name}: no Secret {name} in namespace {searched} (the namespace of the proxy that originates the TLS, where Istio looks); create it there with {needed}")]
+    OriginationNotFound { name: String, searched: String, needed: &'static str },
+    #[error("credentialName {name}: no Secret {name} in namespace {searched} (the namespace of the proxy that originates the TLS, where Istio looks); a Secret of that name exists in namespace {found}, the DestinationRule's namespace, which this proxy does not read: create the Secret in {searched}")]
+    OriginationInRuleNamespace { name: String, searched: String, found: String },
+    #[error("credentialName {reference}: the Secret is in namespace {namespace}, but the proxy that originates the TLS runs in {searched} and may read Secrets of its own namespace only: create the Secret in {searched}")]
+    OriginationCrossNamespace { reference: String, namespace: String, searched: String },
+    #[error("credentialName {name}: no CA to verify the server: no key cacert or ca.crt in Secret {namespace}/{name}{CA_SECRET_SUFFIX} or {namespace}/{name}; add the server's CA under one of them, or set insecureSkipVerify: true")]
+    NoServerCa { namespace: String, name: String },
 }
+
 
 /// The gateway mode of a server's `tls.mode`.
 ///
-/// Errors: [`CredentialError::UnsupportedMode`] for `AUTO_PASSTHROUGH`.
+/// Errors: none for the modes Istio defines today ([`CredentialError::UnsupportedMode`]
+/// is kept for modes Veil may not serve).
 pub fn gateway_mode(mode: veil_api::ServerTlsMode) -> Result<GatewayTlsMode, CredentialError> {
     use veil_api::ServerTlsMode as M;
     Ok(match mode {
@@ -64,7 +87,7 @@ pub fn gateway_mode(mode: veil_api::ServerTlsMode) -> Result<GatewayTlsMode, Cre
         M::OptionalMutual => GatewayTlsMode::OptionalMutual,
         M::IstioMutual => GatewayTlsMode::IstioMutual,
         M::Passthrough => GatewayTlsMode::Passthrough,
-        M::AutoPassthrough => return Err(CredentialError::UnsupportedMode { mode: "AUTO_PASSTHROUGH".into() }),
+        M::AutoPassthrough => GatewayTlsMode::AutoPassthrough,
     })
 }
 
@@ -87,7 +110,7 @@ fn needs_ca(mode: GatewayTlsMode) -> bool {
 }
 
 /// The credential of a server in a terminating mode; `None` for
-/// PASSTHROUGH and ISTIO_MUTUAL, which present none of their own.
+/// PASSTHROUGH, AUTO_PASSTHROUGH and ISTIO_MUTUAL, which present none of their own.
 ///
 /// Errors: see [`CredentialError`]; a server with an error serves nothing.
 pub fn server_credential(
@@ -95,7 +118,7 @@ pub fn server_credential(
     mode: GatewayTlsMode,
     at: Lookup<'_>,
 ) -> Result<Option<ServerCredential>, CredentialError> {
-    if matches!(mode, GatewayTlsMode::Passthrough | GatewayTlsMode::IstioMutual) {
+    if mode.passes_through() || mode == GatewayTlsMode::IstioMutual {
         return Ok(None);
     }
     match tls.credential_name.as_deref().filter(|n| !n.is_empty()) {

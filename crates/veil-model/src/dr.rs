@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
 use veil_api::{ClientTlsMode, ClientTlsSettings, LoadBalancerSettings, SimpleLb, Subset, TrafficPolicy};
 
+use crate::credentials::CredentialSecret;
 use crate::registry::{selector_matches, Labels};
 
 /// A `DestinationRule` as the model reads it.
@@ -47,6 +48,10 @@ pub struct DestinationRule {
     pub base_dir: Option<PathBuf>,
     /// `file:line` of the rule, for messages.
     pub source: String,
+    /// The Secrets its `tls.credentialName`s may name, in every namespace
+    /// (never serialised).
+    #[serde(default, skip)]
+    pub secrets: Vec<CredentialSecret>,
 }
 
 impl DestinationRule {
@@ -123,6 +128,13 @@ pub struct AppliedRule {
     pub base_dir: Option<PathBuf>,
     /// `file:line` of the rule whose traffic policy won (else the oldest).
     pub source: String,
+    /// Namespace of the rule whose traffic policy won (else the oldest).
+    pub namespace: String,
+    /// That rule has a `workloadSelector` (Istio honours `credentialName`
+    /// on sidecars only then).
+    pub workload_selector: bool,
+    /// The Secrets that rule's `credentialName`s may name.
+    pub secrets: Vec<CredentialSecret>,
 }
 
 /// Finds the DestinationRule for `target` as seen by `client`, with
@@ -180,6 +192,9 @@ fn best_match(candidates: &[&DestinationRule], host: &str, domain: &str) -> Opti
         subsets,
         base_dir: policy_owner.base_dir.clone(),
         source: policy_owner.source.clone(),
+        namespace: policy_owner.namespace.clone(),
+        workload_selector: policy_owner.workload_selector.is_some(),
+        secrets: policy_owner.secrets.clone(),
     })
 }
 
@@ -189,6 +204,9 @@ pub struct EffectivePolicy {
     /// `None`: no `tls` applies, auto-mTLS decides.
     pub tls: Option<ClientTlsSettings>,
     pub load_balancer: Option<LoadBalancerSettings>,
+    /// Where `tls` is written, for messages: `trafficPolicy.tls`,
+    /// `subsets[v1].trafficPolicy.portLevelSettings[443].tls`, …
+    pub tls_field: String,
 }
 
 impl EffectivePolicy {
@@ -200,10 +218,18 @@ impl EffectivePolicy {
 
 /// `tp` for Service port `port`: its port-level entry, wholesale, else its
 /// top-level `tls` and `loadBalancer`.
-fn port_level(tp: &TrafficPolicy, port: u16) -> EffectivePolicy {
+fn port_level(tp: &TrafficPolicy, port: u16, prefix: &str) -> EffectivePolicy {
     match tp.port_level_settings.iter().find(|p| p.port.is_some_and(|s| s.number == u32::from(port))) {
-        Some(p) => EffectivePolicy { tls: p.tls.clone(), load_balancer: p.load_balancer.clone() },
-        None => EffectivePolicy { tls: tp.tls.clone(), load_balancer: tp.load_balancer.clone() },
+        Some(p) => EffectivePolicy {
+            tls: p.tls.clone(),
+            load_balancer: p.load_balancer.clone(),
+            tls_field: format!("{prefix}trafficPolicy.portLevelSettings[{port}].tls"),
+        },
+        None => EffectivePolicy {
+            tls: tp.tls.clone(),
+            load_balancer: tp.load_balancer.clone(),
+            tls_field: format!("{prefix}trafficPolicy.tls"),
+        },
     }
 }
 
@@ -211,17 +237,19 @@ impl AppliedRule {
     /// The effective policy for Service port `port`, optionally for the
     /// subset named `subset` (an unknown subset adds nothing).
     pub fn effective(&self, port: u16, subset: Option<&str>) -> EffectivePolicy {
-        let mut out = self.traffic_policy.as_ref().map(|tp| port_level(tp, port)).unwrap_or_default();
+        let mut out = self.traffic_policy.as_ref().map(|tp| port_level(tp, port, "")).unwrap_or_default();
         let sub = subset.and_then(|name| self.subsets.iter().find(|s| s.name == name));
-        if let Some(tp) = sub.and_then(|s| s.traffic_policy.as_ref()) {
+        if let Some((name, tp)) = sub.and_then(|s| Some((&s.name, s.traffic_policy.as_ref()?))) {
+            let own = port_level(tp, port, &format!("subsets[{name}]."));
             if tp.tls.is_some() {
                 out.tls = tp.tls.clone();
+                out.tls_field = own.tls_field.clone();
             }
             if tp.load_balancer.is_some() {
                 out.load_balancer = tp.load_balancer.clone();
             }
-            if let Some(p) = tp.port_level_settings.iter().find(|p| p.port.is_some_and(|s| s.number == u32::from(port))) {
-                out = EffectivePolicy { tls: p.tls.clone(), load_balancer: p.load_balancer.clone() };
+            if tp.port_level_settings.iter().any(|p| p.port.is_some_and(|s| s.number == u32::from(port))) {
+                out = own;
             }
         }
         out
@@ -256,10 +284,12 @@ fn tls_blocks(r: &DestinationRule) -> Vec<(String, &ClientTlsSettings)> {
 
 /// What is wrong with the rules' `tls` settings: `(errors, warnings)`, each
 /// `file:line: DestinationRule ns/name: field: message`. Errors are TLS Veil
-/// cannot originate (connections would be refused): `credentialName` (not
-/// supported yet) and MUTUAL without `clientCertificate`/`privateKey`.
-/// Warnings: SIMPLE/MUTUAL without `caCertificates` and without
-/// `insecureSkipVerify` (the proxy has no system roots and refuses).
+/// cannot originate (connections would be refused): MUTUAL without
+/// `clientCertificate`/`privateKey` or `credentialName`. Warnings:
+/// SIMPLE/MUTUAL without `caCertificates` and without `insecureSkipVerify`
+/// (the proxy has no system roots and refuses), and a `credentialName`
+/// whose Secret exists in no namespace (those connections are refused until
+/// it is created; the rest of the config works).
 pub fn check(rules: &[DestinationRule]) -> (Vec<String>, Vec<String>) {
     let (mut errors, mut warnings) = (Vec::new(), Vec::new());
     for r in rules {
@@ -268,8 +298,12 @@ pub fn check(rules: &[DestinationRule]) -> (Vec<String>, Vec<String>) {
             if !matches!(t.mode, ClientTlsMode::Simple | ClientTlsMode::Mutual) {
                 continue;
             }
-            if let Some(name) = &t.credential_name {
-                errors.push(format!("{here}: credentialName {name:?} is not supported yet; give clientCertificate, privateKey and caCertificates as file paths instead"));
+            if let Some(name) = t.credential_name.as_deref().filter(|n| !n.is_empty()) {
+                let mutual = t.mode == ClientTlsMode::Mutual;
+                let insecure = t.insecure_skip_verify == Some(true);
+                if let Some(w) = crate::credentials::missing_everywhere(&r.secrets, name, mutual, insecure) {
+                    warnings.push(format!("{here}.credentialName: {w}"));
+                }
                 continue;
             }
             if t.mode == ClientTlsMode::Mutual && (t.client_certificate.is_none() || t.private_key.is_none()) {

@@ -199,8 +199,24 @@ pub fn destination_rules(snapshot: &Snapshot) -> Vec<DestinationRule> {
             subsets: r.spec.subsets.clone(),
             base_dir: r.source.file.parent().map(Path::to_path_buf),
             source: r.source.to_string(),
+            secrets: credential_secrets(snapshot, &r.spec),
         })
         .collect()
+}
+
+/// The Secrets every `tls.credentialName` of a DestinationRule may name.
+fn credential_secrets(snapshot: &Snapshot, spec: &veil_api::DestinationRuleSpec) -> Vec<crate::credentials::CredentialSecret> {
+    let policies = spec.traffic_policy.iter().chain(spec.subsets.iter().filter_map(|s| s.traffic_policy.as_ref()));
+    let blocks = policies.flat_map(|tp| tp.tls.iter().chain(tp.port_level_settings.iter().filter_map(|p| p.tls.as_ref())));
+    let mut out: Vec<crate::credentials::CredentialSecret> = Vec::new();
+    for name in blocks.filter_map(|t| t.credential_name.as_deref()).filter(|n| !n.is_empty()) {
+        for s in crate::credentials::secrets_for(snapshot, name) {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    out
 }
 
 /// Every VirtualService of the snapshot, for the routes sidecars apply

@@ -7,6 +7,7 @@
 
 pub mod analyze;
 pub mod authn;
+pub mod auto_passthrough;
 pub mod build;
 pub mod client_tls;
 pub mod config;
@@ -16,6 +17,7 @@ mod config_routes;
 pub mod credentials;
 pub mod dr;
 pub mod egress_gateway;
+pub mod entry_names;
 pub mod from_api;
 pub mod gateway_rules;
 pub mod legacy;

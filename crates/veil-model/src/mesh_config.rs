@@ -13,6 +13,12 @@
 //! ```
 //!
 //! Veil honours `outboundTrafficPolicy.mode`; other fields are ignored.
+//! Under `REGISTRY_ONLY` a sidecar refuses, with a log line naming it, a
+//! destination no Service or ServiceEntry describes: an address and port
+//! nothing has, and also, on a port that ServiceEntries without `addresses`
+//! use, a request `Host` (HTTP ports) or ClientHello SNI (TLS ports) that
+//! none of them lists (Envoy's `BlackHoleCluster`; HTTP requests get 502).
+//! Under `ALLOW_ANY` both pass through to the address the workload dialled.
 
 use veil_api::Snapshot;
 

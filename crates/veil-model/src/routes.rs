@@ -7,7 +7,9 @@
 //! select gateway pods by labels, in every namespace; a VirtualService binds
 //! to a server only when one of its hosts meets one of the server's
 //! `[ns/]host` entries; plaintext HTTP servers on one port merge; TLS
-//! servers on one port are told apart by SNI; spec §1.5).
+//! servers on one port are told apart by SNI; spec §1.5). An
+//! `AUTO_PASSTHROUGH` server binds no route: its connections' SNI names
+//! their destination (see `crate::auto_passthrough`).
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
@@ -273,6 +275,7 @@ impl Binding<'_> {
         match resolved {
             Err(e) => out.error = Some(format!("Gateway {} server port {}: {e}", server.gateway, server.port)),
             Ok((GatewayTlsMode::Passthrough, _)) => out.tls_routes = self.tls_routes(server),
+            Ok((GatewayTlsMode::AutoPassthrough, _)) => out.mode = GatewayTlsMode::AutoPassthrough,
             Ok((mode, credential)) => {
                 out.mode = mode;
                 out.credential = credential;

@@ -17,7 +17,8 @@
 //!   ServiceEntry would only decorate it);
 //! - `exportTo` (`.`, `*`, namespaces; empty: all) limits the clients.
 //!
-//! A sidecar finds an entry by the address it dialled (see [`EntryMatch`]).
+//! A sidecar finds an entry by the address it dialled (see [`EntryMatch`]),
+//! or, with no address to go by, by `Host`, SNI or port (`crate::entry_names`).
 //! A mesh `VirtualService` on an entry's host whose HTTP match names a port
 //! the entry does not declare (seed 004: `match: port 80` for an entry of
 //! port 443) makes an HTTP port of the host on the sidecars, as Istio builds
@@ -31,7 +32,7 @@ use veil_api::{Location, Resolution, Snapshot};
 
 use crate::authn::namespace_mode;
 use crate::build::MeshInput;
-use crate::client_tls::{upstream_tls, Destination, EndpointFacts};
+use crate::client_tls::{upstream_tls, Destination, EndpointFacts, ProxyFacts};
 use crate::config::*;
 use crate::dr::{self, AppliedRule};
 use crate::registry::{parse_protocol, selector_matches, Labels};
@@ -247,6 +248,7 @@ struct HostView<'a> {
     rule: Option<AppliedRule>,
     identities: Vec<String>,
     namespace_mode: Option<MtlsMode>,
+    proxy: ProxyFacts<'a>,
 }
 
 impl MeshInput {
@@ -254,7 +256,12 @@ impl MeshInput {
     /// outbound services, and how each is matched by dialled address.
     /// Ports already in `taken` (Kubernetes Services, or an earlier entry of
     /// the same host and port) are skipped.
-    pub(crate) fn entry_outbound(&self, client: dr::Client, taken: &[OutboundService]) -> (Vec<OutboundService>, Vec<EntryMatch>) {
+    pub(crate) fn entry_outbound(
+        &self,
+        client: dr::Client,
+        proxy: ProxyFacts,
+        taken: &[OutboundService],
+    ) -> (Vec<OutboundService>, Vec<EntryMatch>) {
         let (mut services, mut matches): (Vec<OutboundService>, Vec<EntryMatch>) = (Vec::new(), Vec::new());
         let root = &self.settings.root_namespace;
         for entry in self.service_entries.iter().filter(|e| e.visible_to(client.namespace)) {
@@ -266,11 +273,12 @@ impl MeshInput {
                     rule: dr::lookup(&self.destination_rules, client, target, root, &self.settings.domain),
                     identities: self.entry_identities(entry),
                     namespace_mode: namespace_mode(&self.peer_authentications, &entry.namespace, root),
+                    proxy,
                 };
                 let addresses = entry.match_addresses(host);
                 let declared = entry.ports.iter().map(|p| (p.number, p.protocol));
                 let implied = self.implied_http_ports(host, client.namespace, entry).into_iter().map(|n| (n, Protocol::Http));
-                for (port, protocol) in declared.chain(if addresses.is_empty() { Vec::new() } else { implied.collect() }) {
+                for (port, protocol) in declared.chain(implied) {
                     let exists = |s: &OutboundService| s.hostname == *host && s.port == port;
                     if taken.iter().any(exists) || services.iter().any(exists) {
                         continue;
@@ -335,7 +343,8 @@ impl MeshInput {
             subset: None,
             identities: &view.identities,
             namespace_mode: view.namespace_mode,
-            base_dir: view.rule.as_ref().and_then(|r| r.base_dir.as_deref()),
+            rule: view.rule.as_ref(),
+            proxy: view.proxy,
         };
         let policy_of = |subset: Option<&str>| view.rule.as_ref().map(|r| r.effective(port, subset)).unwrap_or_default();
         let endpoints = self.entry_endpoints(view, port, &policy_of(None), &dest, None);

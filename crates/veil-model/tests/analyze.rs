@@ -123,6 +123,23 @@ fn dr_originating_tls_on_an_https_service_entry_port() {
     assert_none("double-tls-fixed.yaml");
 }
 
+/// Seed 004's pattern: the egress gateway terminates the sidecars' mesh mTLS and its `http`
+/// route sends plain HTTP to the HTTPS port, so the origination is the only TLS. The same
+/// route bound to `mesh` only is the trap again.
+#[test]
+fn egress_gateway_origination_on_an_https_port_is_not_double_tls() {
+    assert_none("double-tls-egress-gateway.yaml");
+    let f = single("double-tls-mesh-route.yaml", "VEIL0203", 31);
+    says(
+        &f,
+        &[
+            "tls.mode MUTUAL",
+            "port 443 of api.payments.example",
+            "route it through an egress gateway",
+        ],
+    );
+}
+
 #[test]
 fn root_namespace_selector_is_ignored() {
     let f = single("root-selector.yaml", "VEIL0104", 8);

@@ -183,12 +183,16 @@ fn case_14_passthrough_tls_routes_by_port_and_sni() {
 }
 
 #[test]
-fn case_13_auto_passthrough_is_reported_unsupported() {
+fn case_13_auto_passthrough_serves_by_sni_without_routes() {
     let mut input = input(&[case("13-gateway-auto-passthrough.yaml")]);
     let pod = gateway_pod(&mut input, "istio-system", &[("istio", "eastwestgateway")]);
     let l = listener(&listeners(&input, &pod), 15443);
-    let e = l.tls_servers[0].error.clone().expect("error");
-    assert!(e.contains("AUTO_PASSTHROUGH") && e.contains("not supported yet"), "{e}");
+    assert_eq!(l.protocol, Protocol::Tls);
+    let [s] = l.tls_servers.as_slice() else { panic!("one TLS server: {l:#?}") };
+    assert_eq!((s.mode, s.error.as_deref()), (GatewayTlsMode::AutoPassthrough, None), "{s:#?}");
+    assert_eq!(s.sni_hosts, ["*.local"], "the server's hosts filter the SNI's hostname");
+    assert!(s.credential.is_none() && s.tls_routes.is_empty() && s.tcp_route.is_none(), "no certificate, no route: {s:#?}");
+    assert_eq!(s.mode.to_string(), "AUTO_PASSTHROUGH");
 }
 
 const CARGO_HTTP: &str = "apiVersion: networking.istio.io/v1

@@ -4,6 +4,10 @@
 //! chains), and that server either
 //! - PASSTHROUGH: forwards the client's TLS bytes untouched to the
 //!   destination of the first `tls` route whose `sniHosts` match, or
+//! - AUTO_PASSTHROUGH: forwards them untouched to an endpoint of the
+//!   Service port and subset the SNI names as Istio's cluster name
+//!   `outbound_.<port>_.<subset>_.<hostname>` (`veil_model::auto_passthrough`:
+//!   only Istio mTLS clients, only endpoints with a sidecar), or
 //! - terminates TLS (SIMPLE, MUTUAL, OPTIONAL_MUTUAL with its own
 //!   certificate; ISTIO_MUTUAL with the gateway's mesh certificate) and
 //!   serves HTTP (ALPN `h2` or `http/1.1`) through the gateway's HTTP
@@ -14,24 +18,16 @@
 //! all) closes the connection and is logged with the peer address and the
 //! reason.
 
+use crate::client_hello::{self, ClientHello, NoHello};
 use crate::gateway::{self, host_matches, listener_config, Routes};
 use crate::gateway_certs::ServerConfigs;
 use crate::proxy::Shared;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
-use tls_parser::{parse_tls_extensions, parse_tls_plaintext, SNIType, TlsExtension, TlsMessage, TlsMessageHandshake};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
+use veil_model::auto_passthrough::served_cluster;
 use veil_model::{GatewayTlsMode, GatewayTlsServer};
-
-/// Largest ClientHello prefix inspected, in bytes (one maximal TLS record).
-const MAX_PEEK: usize = 16 * 1024 + 5;
-/// Upper bound on peeks while a ClientHello arrives in pieces.
-const MAX_PEEKS: u32 = 400;
-/// Pause between peeks that returned an incomplete record, in milliseconds.
-const PEEK_PAUSE_MS: u64 = 5;
 
 /// Accepts connections on a TLS gateway port until the task is aborted.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, port: u16) {
@@ -43,79 +39,13 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>, port: u16)
     }
 }
 
-/// The SNI of a complete TLS record holding a ClientHello: `Ok(None)` when
-/// it names none.
-///
-/// Errors: a description of what the record is instead.
-fn client_hello_sni(record: &[u8]) -> Result<Option<String>, String> {
-    let (_, plaintext) = parse_tls_plaintext(record).map_err(|_| "unparsable TLS record".to_string())?;
-    let hello = plaintext
-        .msg
-        .iter()
-        .find_map(|m| match m {
-            TlsMessage::Handshake(TlsMessageHandshake::ClientHello(hello)) => Some(hello),
-            _ => None,
-        })
-        .ok_or("first TLS record is not a ClientHello")?;
-    let Some(ext) = hello.ext else { return Ok(None) };
-    let (_, extensions) = parse_tls_extensions(ext).map_err(|_| "unparsable ClientHello extensions".to_string())?;
-    Ok(extensions.iter().find_map(|e| match e {
-        TlsExtension::SNI(names) => names
-            .iter()
-            .find(|(kind, _)| *kind == SNIType::HostName)
-            .map(|(_, name)| String::from_utf8_lossy(name).to_ascii_lowercase()),
-        _ => None,
-    }))
-}
-
-/// Why no SNI could be read.
-enum NoHello {
-    /// The client closed without sending a byte (a TCP health check).
-    Closed,
-    /// Plaintext, a malformed or slow ClientHello.
-    Refused(String),
-}
-
-impl From<String> for NoHello {
-    fn from(reason: String) -> Self {
-        NoHello::Refused(reason)
-    }
-}
-
-/// Peeks until the first TLS record is complete, for at most `timeout`.
-///
-/// Errors: the client closed, sent plaintext, or sent no complete
-/// ClientHello in time.
-async fn peek_sni(stream: &TcpStream, timeout: Duration) -> Result<Option<String>, NoHello> {
-    let deadline = Instant::now() + timeout;
-    let mut buf = vec![0u8; MAX_PEEK];
-    for _ in 0..MAX_PEEKS {
-        let n = match tokio::time::timeout_at(deadline, stream.peek(&mut buf)).await {
-            Err(_) => return Err(format!("no complete ClientHello within {} ms", timeout.as_millis()).into()),
-            Ok(Err(e)) => return Err(format!("reading the ClientHello failed: {e}").into()),
-            Ok(Ok(0)) => return Err(NoHello::Closed),
-            Ok(Ok(n)) => n,
-        };
-        let prefix = buf.get(..n).unwrap_or_default();
-        if prefix.first().is_some_and(|b| *b != 0x16) {
-            return Err(NoHello::Refused("client sent plaintext, not a TLS ClientHello, to a TLS port".into()));
-        }
-        if let Some(&[hi, lo]) = prefix.get(3..5) {
-            let len = 5 + usize::from(u16::from_be_bytes([hi, lo]));
-            if let Some(record) = prefix.get(..len) {
-                return Ok(client_hello_sni(record)?);
-            }
-        }
-        if n >= MAX_PEEK {
-            return Err(NoHello::Refused("ClientHello larger than one TLS record".into()));
-        }
-        tokio::time::sleep(Duration::from_millis(PEEK_PAUSE_MS)).await;
-    }
-    Err(NoHello::Refused("ClientHello did not complete".into()))
-}
-
 /// How specifically `server` matches `sni` (higher wins); `None`: no match.
+/// An AUTO_PASSTHROUGH server matches a cluster-name SNI whose hostname it
+/// serves as an exact name would (Istio: one filter chain per cluster name).
 fn specificity(server: &GatewayTlsServer, sni: Option<&str>) -> Option<usize> {
+    if server.mode == GatewayTlsMode::AutoPassthrough {
+        return served_cluster(&server.sni_hosts, sni).ok().map(|_| usize::MAX);
+    }
     if server.sni_hosts.is_empty() {
         return Some(0);
     }
@@ -143,8 +73,8 @@ pub(crate) fn select<'a>(servers: &'a [GatewayTlsServer], sni: Option<&str>) -> 
 
 async fn handle(shared: Arc<Shared>, configs: Arc<ServerConfigs>, port: u16, stream: TcpStream, peer: SocketAddr) {
     let timeout = shared.settings.handshake_timeout;
-    let sni = match peek_sni(&stream, timeout).await {
-        Ok(sni) => sni,
+    let hello = match client_hello::peek(&stream, timeout).await {
+        Ok(hello) => hello,
         Err(NoHello::Closed) => {
             tracing::debug!(%peer, port, "gateway TLS port {port}: {peer} closed before sending a ClientHello");
             return;
@@ -154,18 +84,23 @@ async fn handle(shared: Arc<Shared>, configs: Arc<ServerConfigs>, port: u16, str
             return;
         }
     };
-    let shown = sni.as_deref().unwrap_or("(none)");
+    let (sni, shown) = (hello.sni.as_deref(), hello.shown());
     let Some(listener) = listener_config(&shared, port) else { return };
-    let Some(server) = select(&listener.tls_servers, sni.as_deref()).cloned() else {
-        tracing::warn!(%peer, port, "gateway TLS handshake on port {port} from {peer} refused: no server for SNI {shown}");
+    let Some(server) = select(&listener.tls_servers, sni).cloned() else {
+        let auto = listener.tls_servers.iter().find(|s| s.mode == GatewayTlsMode::AutoPassthrough);
+        let why = auto.and_then(|s| served_cluster(&s.sni_hosts, sni).err()).map(|e| format!(" (AUTO_PASSTHROUGH: {e})"));
+        let why = why.unwrap_or_default();
+        tracing::warn!(%peer, port, "gateway TLS handshake on port {port} from {peer} refused: no server for SNI {shown}{why}");
         return;
     };
     if let Some(error) = &server.error {
         tracing::warn!(%peer, port, "gateway TLS handshake on port {port} from {peer} refused (SNI {shown}): {error}");
         return;
     }
-    if server.mode == GatewayTlsMode::Passthrough {
-        return passthrough(&shared, port, stream, peer, &server, sni.as_deref()).await;
+    match server.mode {
+        GatewayTlsMode::Passthrough => return passthrough(&shared, port, stream, peer, &server, sni).await,
+        GatewayTlsMode::AutoPassthrough => return auto_passthrough(&shared, port, stream, peer, &server, &hello).await,
+        _ => {}
     }
     let config = match (server.mode, &server.credential) {
         (GatewayTlsMode::IstioMutual, _) => shared.tls.server().map_err(|e| e.to_string()),
@@ -226,6 +161,48 @@ async fn passthrough(shared: &Shared, port: u16, stream: TcpStream, peer: Socket
     gateway::forward_tcp(shared, port, stream, peer, Some(route.destination.clone())).await;
 }
 
+/// Forwards the client's TLS bytes, ClientHello included, to an endpoint
+/// of the Service port and subset its cluster-name SNI names, as they are:
+/// the client's mesh mTLS ends at the destination's sidecar, which checks
+/// the client's certificate. The connection record says `tls-passthrough`.
+async fn auto_passthrough(shared: &Shared, port: u16, mut stream: TcpStream, peer: SocketAddr, server: &GatewayTlsServer, hello: &ClientHello) {
+    let shown = hello.shown();
+    let config = shared.config();
+    let target = match config.outbound.auto_passthrough(&server.sni_hosts, hello.sni.as_deref(), &hello.alpn) {
+        Ok(target) => target,
+        Err(e) => {
+            tracing::warn!(%peer, port, "gateway AUTO_PASSTHROUGH on port {port} from {peer} refused (SNI {shown}, Gateway {}): {e}", server.gateway);
+            return;
+        }
+    };
+    let cluster = &target.cluster;
+    let destination = veil_model::WeightedDestination {
+        host: cluster.hostname.clone(),
+        port: cluster.port,
+        subset: cluster.subset.clone(),
+        weight: 1,
+    };
+    let Some(endpoint) = shared.http.pick(&destination, &target.endpoints) else { return };
+    let addr = SocketAddr::new(endpoint.ip, endpoint.port);
+    let start_ms = crate::records::now_ms();
+    let mut upstream = match crate::upstream::connect_tcp(shared, addr).await {
+        Ok(upstream) => upstream,
+        Err(e) => {
+            tracing::warn!(%peer, port, "gateway AUTO_PASSTHROUGH on port {port} from {peer} (SNI {shown}) to {} failed: {e}", endpoint.pod);
+            return;
+        }
+    };
+    if let Ok(local) = upstream.local_addr() {
+        let mut record = crate::records::record("outbound", &config.node.pod, local, addr, start_ms);
+        record.security = "tls-passthrough".into();
+        shared.records.send(record);
+    }
+    tracing::debug!(%peer, port, sni = shown, endpoint = %endpoint.pod, "gateway AUTO_PASSTHROUGH to {addr}");
+    if let Err(e) = crate::copy::bidirectional(&mut stream, &mut upstream).await {
+        tracing::debug!(%peer, port, error = %e, "gateway AUTO_PASSTHROUGH connection ended with an error");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -257,5 +234,20 @@ mod tests {
         let named = [server(&["a.example.com"])];
         assert!(select(&named, Some("b.example.com")).is_none());
         assert!(select(&named, None).is_none());
+    }
+
+    #[test]
+    fn auto_passthrough_server_takes_served_cluster_names_as_exact() {
+        let mut auto = server(&["*.echo1.svc.cluster.local"]);
+        auto.mode = GatewayTlsMode::AutoPassthrough;
+        auto.gateway = "auto".into();
+        let servers = [server(&["*.cluster.local"]), auto];
+        let pick = |sni: &str| select(&servers, Some(sni)).map(|s| s.gateway.clone());
+        assert_eq!(pick("outbound_.80_._.b.echo1.svc.cluster.local").as_deref(), Some("auto"), "beats a wildcard on the whole SNI");
+        assert_eq!(pick("outbound_.80_.v2_.b.echo1.svc.cluster.local").as_deref(), Some("auto"));
+        assert_eq!(pick("outbound_.80_._.b.echo2.svc.cluster.local").as_deref(), Some("*.cluster.local"), "host not served");
+        assert_eq!(pick("b.echo1.svc.cluster.local").as_deref(), Some("*.cluster.local"), "not a cluster name");
+        assert!(select(&servers[1..], Some("outbound_.80_._.b.echo2.svc.cluster.local")).is_none());
+        assert!(select(&servers[1..], None).is_none());
     }
 }

@@ -172,6 +172,15 @@ fn tls_facts(own_id: &str, tls: &UpstreamTls) -> TlsFacts {
             Some(cert_file.display().to_string()),
             verify(ca_file, subject_alt_names, *insecure_skip_verify),
         ),
+        UpstreamTls::Credential { subject_alt_names, insecure_skip_verify, source, ca, client, .. } => {
+            let mut checks = if *insecure_skip_verify { vec!["insecureSkipVerify".into()] } else { Vec::new() };
+            if !*insecure_skip_verify {
+                checks.extend(ca.iter().map(|_| format!("ca from {source}")));
+                checks.extend(subject_alt_names.iter().map(|s| format!("san {s}")));
+            }
+            let mode = if client.is_some() { "MUTUAL" } else { "SIMPLE" };
+            (mode.into(), client.as_ref().map(|_| source.clone()), checks)
+        }
         UpstreamTls::Unsupported { reason } => ("REFUSED".into(), None, vec![reason.clone()]),
     }
 }

@@ -19,7 +19,7 @@
 //! | VEIL0106 | warning | legacy `authentication.istio.io/v1alpha1` Policy / MeshPolicy |
 //! | VEIL0201 | warning | DestinationRule `tls.mode: DISABLE` towards a STRICT workload (Istio #6279) |
 //! | VEIL0202 | warning | DestinationRule `ISTIO_MUTUAL` towards a DISABLE workload |
-//! | VEIL0203 | warning | DestinationRule SIMPLE/MUTUAL on a ServiceEntry HTTPS/TLS port (Istio #17031) |
+//! | VEIL0203 | warning | DestinationRule SIMPLE/MUTUAL on a ServiceEntry HTTPS/TLS port that no Gateway `http` route feeds (Istio #17031) |
 //! | VEIL0301 | warning | Gateway `credentialName` Secret only in the Gateway's namespace (Istio #27740) |
 //! | VEIL0401 | warning | DestinationRule host that matches no Service or ServiceEntry |
 //! | VEIL0402 | warning | VirtualService destination host that matches no Service or ServiceEntry |
