@@ -1,11 +1,12 @@
 //! Loading multi-document YAML into typed resources with file:line positions. Each document
 //! is parsed on its own (so a bad one does not hide errors in the others) and every error is
-//! collected; unknown kinds become warnings.
+//! collected; unknown kinds, and kinds that load but that Veil does not act on (EnRoute's
+//! `GatewayHost`), become warnings.
 
 use crate::error::{ConfigError, LoadErrors, Warning};
 use crate::index::LineIndex;
 use crate::k8s::{RawSecret, SecretSpec};
-use crate::kinds::{classify, KindId};
+use crate::kinds::{classify, unsupported_note, KindId};
 use crate::meta::{ObjectMeta, Resource, Source};
 use crate::snapshot::{AnyResource, Snapshot};
 use crate::split::{absolute_positions, split_documents};
@@ -170,6 +171,13 @@ impl Parsed {
                 return;
             }
         };
+        if let Some(message) = unsupported_note(id, &api_version, &kind) {
+            self.warnings.push(Warning {
+                file: file.to_path_buf(),
+                line: doc.start_line(),
+                message,
+            });
+        }
         match doc.typed(id, api_version, kind) {
             Ok(resource) => {
                 self.errors

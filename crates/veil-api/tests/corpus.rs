@@ -187,18 +187,35 @@ fn resource_counts_per_file() {
 }
 
 #[test]
-fn enroute_seed_keeps_gateway_host_and_warns_on_global_config() {
+fn enroute_seed_keeps_gateway_host_and_warns_on_both_enroute_kinds() {
     let path = Path::new(SEEDS).join("000-enroute-istio.yaml");
     let snap = load(&path, &read(&path));
     assert_eq!(snap.peer_authentications.len(), 1);
     assert_eq!(snap.gateway_hosts.len(), 1);
-    assert_eq!(snap.warnings.len(), 1, "{:?}", snap.warnings);
+    assert_eq!(snap.warnings.len(), 2, "{:?}", snap.warnings);
     let warning = snap.warnings.first().expect("warning");
     assert_eq!(warning.line, 3);
     assert!(
-        warning.message.contains("GlobalConfig"),
+        warning.message.contains("kind GlobalConfig") && warning.message.contains("EnRoute"),
         "{}",
         warning.message
+    );
+    // GatewayHost loads (kept above) and is reported as not supported, at its document.
+    let host = snap.warnings.get(1).expect("GatewayHost warning");
+    assert_eq!(host.line, 28);
+    assert!(
+        host.message.contains("kind GatewayHost") && host.message.contains("ignores it"),
+        "{}",
+        host.message
+    );
+    // Control: a kind Veil enforces in the same file gets no such warning.
+    assert!(
+        !snap
+            .warnings
+            .iter()
+            .any(|w| w.message.contains("PeerAuthentication")),
+        "{:?}",
+        snap.warnings
     );
 }
 

@@ -10,6 +10,9 @@
 //!   user: root                  # optional, default root
 //!   env: {}                     # optional
 //!   ready: {tcpPort: 3306, timeoutSeconds: 60}   # optional
+//!   outputCerts: istio-output-certs   # optional, pods without a sidecar: a certificate
+//!                               # agent keeps the pod's mesh key.pem, cert-chain.pem,
+//!                               # root-cert.pem current in VEIL_POD_DIR/<this>
 //! - name: nginx                 # a server OUTSIDE the mesh (no Deployment needed):
 //!   external: true              # its own network namespace on the bridge, no sidecar,
 //!   address: 10.209.250.10      # at this fixed address (optional: 10.209.250.10 + index),
@@ -94,6 +97,15 @@ pub struct RuntimeWorkload {
     /// DNS names of an external workload, written to every pod's hosts file.
     #[serde(default)]
     pub hosts: Vec<String>,
+    /// Istio's `OUTPUT_CERTS`, for a pod without a sidecar whose own software
+    /// speaks mesh mTLS (seed 000's third-party gateway): a directory, relative
+    /// to the pod's directory (`VEIL_POD_DIR`), where a certificate agent beside
+    /// the workload keeps `key.pem`, `cert-chain.pem` and `root-cert.pem` of the
+    /// pod's service account, rewritten on every rotation. The workload starts
+    /// once they exist and gets the directory's absolute path as `OUTPUT_CERTS`.
+    /// `SECRET_TTL` (seconds) in `env` sets the certificate lifetime (default 24 h).
+    #[serde(default, deserialize_with = "output_certs")]
+    pub output_certs: Option<PathBuf>,
 }
 
 /// A directory that one pod's processes see at `mount_path` (like a
@@ -183,6 +195,24 @@ fn non_empty<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         }
     };
     d.deserialize_str(CheckedStr(check, "a non-empty string"))
+}
+
+fn output_certs<'de, D: Deserializer<'de>>(d: D) -> Result<Option<PathBuf>, D::Error> {
+    let check = |v: &str| {
+        let path = Path::new(v);
+        let inside = path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if v.trim().is_empty() || !inside {
+            Err(format!(
+                "must be a relative path without `..` (a directory inside the pod's directory VEIL_POD_DIR), e.g. istio-output-certs, not {v:?}"
+            ))
+        } else {
+            Ok(())
+        }
+    };
+    d.deserialize_str(CheckedStr(check, "a relative directory path"))
+        .map(|v| Some(PathBuf::from(v)))
 }
 
 /// Visits the command list: at least one item, the first (the program) not blank.
@@ -363,6 +393,40 @@ workloads:
             ("default", "python3", "nobody")
         );
         assert_eq!(web.env.get("A").map(String::as_str), Some("b"));
+    }
+
+    #[test]
+    fn output_certs_is_a_directory_inside_the_pod_directory() {
+        let with = |dir: &str| {
+            GOOD.replace(
+                "  user: nobody",
+                &format!("  user: nobody\n  outputCerts: {dir}"),
+            )
+        };
+        let rt = parse(
+            &with("istio-output-certs"),
+            "veil.local.yaml",
+            Path::new("/demo"),
+        )
+        .unwrap();
+        let outputs: Vec<_> = rt
+            .workloads
+            .iter()
+            .map(|w| w.output_certs.clone())
+            .collect();
+        assert_eq!(
+            outputs,
+            vec![None, Some(PathBuf::from("istio-output-certs"))]
+        );
+        for bad in ["/etc/istio-output-certs", "../certs", "\"\""] {
+            let e = err(&with(bad));
+            assert!(
+                e.starts_with(
+                    "veil.local.yaml:11: workloads[1].outputCerts: must be a relative path"
+                ),
+                "{bad}: {e}"
+            );
+        }
     }
 
     #[test]

@@ -3,11 +3,13 @@
 //! `plan` turns a directory into pods with addresses; `run` creates them and
 //! serves; `workloads` starts the real processes; `externals` starts the
 //! servers outside the mesh; `mounts` gives pods their mounted directories;
+//! `output_certs` runs the certificate agent of a pod's `outputCerts`;
 //! `resolve` resolves ServiceEntry names; `reload` applies changed files
 //! live; `state` is what the other commands read.
 
 mod externals;
 mod mounts;
+mod output_certs;
 mod plan;
 mod reload;
 mod resolve;

@@ -144,6 +144,13 @@ impl MeshPlan {
                 }
                 None => None,
             };
+            if run.as_ref().is_some_and(|r| r.output_certs.is_some()) && p.sidecar {
+                return Err(format!(
+                    "workload {}/{}: outputCerts is for a pod without a sidecar (annotation sidecar.istio.io/inject: \"false\"), \
+                     whose own software speaks mesh mTLS; remove outputCerts from {} or disable injection for the pod",
+                    p.namespace, p.workload, LOCAL_RUNTIME_FILE
+                ));
+            }
             if !p.gateway && run.is_none() {
                 return Err(format!(
                     "workload {}/{} has no local command: add it to {} in the directory (see README, \"How a workload runs on one machine\")",
@@ -226,6 +233,9 @@ fn externals(rt: Option<&LocalRuntime>, pods: &[PodPlan], addrs: &AddressPlan) -
     let bridge = addrs.bridge();
     let mut out: Vec<ExternalPlan> = Vec::new();
     for w in rt.iter().flat_map(|rt| rt.workloads.iter()).filter(|w| w.external) {
+        if w.output_certs.is_some() {
+            return Err(format!("external workload {}: outputCerts needs a pod of the mesh (it has no service account); remove it in {LOCAL_RUNTIME_FILE}", w.name));
+        }
         let Some(address) = w.address else {
             return Err(format!("external workload {}: give it a fixed `address` inside the bridge subnet {}/{} in {LOCAL_RUNTIME_FILE}", w.name, bridge.network(), bridge.prefix));
         };

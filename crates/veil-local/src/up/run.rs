@@ -36,8 +36,28 @@ pub struct UpOptions {
     pub state_dir: PathBuf,
     /// How long to wait for every pod to be ready.
     pub ready_timeout: Duration,
-    /// The `veil` binary the proxies run (`veil proxy`).
+    /// The `veil` binary the proxies run (`veil proxy`), unless
+    /// [`SIDECAR_BINARY`] sits next to it (see [`proxy_command`]).
     pub veil_binary: PathBuf,
+}
+
+/// File name of the proxy-only binary (the `veil` package's `veil-sidecar`).
+pub const SIDECAR_BINARY: &str = "veil-sidecar";
+
+/// The program and arguments of a sidecar or gateway proxy: [`SIDECAR_BINARY`]
+/// (no arguments) when it is an executable file in the directory of
+/// `veil_binary`, else `veil_binary proxy`. Both run the same agent from the
+/// same environment; the proxy-only binary maps a fraction of the pages,
+/// which is most of an idle proxy's resident memory.
+pub fn proxy_command(veil_binary: &Path) -> (PathBuf, Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    let sidecar = veil_binary.with_file_name(SIDECAR_BINARY);
+    let executable = std::fs::metadata(&sidecar).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if executable {
+        (sidecar, Vec::new())
+    } else {
+        (veil_binary.to_path_buf(), vec!["proxy".into()])
+    }
 }
 
 fn say(msg: impl AsRef<str>) {
@@ -233,6 +253,23 @@ async fn start_and_serve(
         })
         .collect();
 
+    // What a proxy (or a certificate agent) needs to get its pod's certificate and config.
+    let agent_env = |pod: &veil_model::Pod, spiffe: &SpiffeId| -> BTreeMap<String, String> {
+        [
+            ("VEIL_CA_ADDR", format!("https://{control_addr}")),
+            ("VEIL_CA_NAME", veil_control::server::CONTROL_PLANE_NAME.to_string()),
+            ("VEIL_ROOT_CERT", root_path.display().to_string()),
+            ("VEIL_TOKEN", cp.bootstrap_token(spiffe)),
+            ("VEIL_SPIFFE_ID", spiffe.to_string()),
+            ("VEIL_POD", pod.name.clone()),
+            ("VEIL_NAMESPACE", pod.namespace.clone()),
+            ("VEIL_LOG", std::env::var("VEIL_LOG").unwrap_or_else(|_| "info".into())),
+            ("MALLOC_ARENA_MAX", "1".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    };
     let total = plan.pods.len();
     let mut states = Vec::new();
     let mut proxies: Vec<(usize, LocalProcess)> = Vec::new();
@@ -274,24 +311,12 @@ async fn start_and_serve(
             let rec = records.join(format!("{}.{}.jsonl", p.pod.namespace, p.pod.name));
             std::fs::write(&rec, b"").map_err(|e| UpError::Io(rec.clone(), e))?;
             let _ = nix::unistd::chown(&rec, Some(nix::unistd::Uid::from_raw(PROXY_UID)), Some(nix::unistd::Gid::from_raw(PROXY_UID)));
-            let env: BTreeMap<String, String> = [
-                ("VEIL_CA_ADDR", format!("https://{control_addr}")),
-                ("VEIL_CA_NAME", veil_control::server::CONTROL_PLANE_NAME.to_string()),
-                ("VEIL_ROOT_CERT", root_path.display().to_string()),
-                ("VEIL_TOKEN", cp.bootstrap_token(&spiffe)),
-                ("VEIL_SPIFFE_ID", spiffe.to_string()),
-                ("VEIL_POD", p.pod.name.clone()),
-                ("VEIL_NAMESPACE", p.pod.namespace.clone()),
-                ("VEIL_RECORDS", rec.display().to_string()),
-                ("VEIL_LOG", std::env::var("VEIL_LOG").unwrap_or_else(|_| "info".into())),
-                ("MALLOC_ARENA_MAX", "1".to_string()),
-            ]
-            .into_iter()
-            .map(|(k, v)| (k.to_string(), v))
-            .collect();
+            let mut env = agent_env(&p.pod, &spiffe);
+            env.insert("VEIL_RECORDS".into(), rec.display().to_string());
+            let (program, args) = proxy_command(&options.veil_binary);
             let spec = ProcessSpec {
-                program: options.veil_binary.clone(),
-                args: vec!["proxy".into()],
+                program,
+                args,
                 cwd: Some(state_dir.clone()),
                 env,
                 uid: Some(PROXY_UID),
@@ -304,6 +329,12 @@ async fn start_and_serve(
             st.proxy_pid = Some(proc_.pid());
             st.spiffe_id = Some(spiffe.to_string());
             proxies.push((i, proc_));
+        }
+        let pod_dir = state_dir.join("pods").join(format!("{}.{}", p.pod.namespace, p.pod.name));
+        if let Some((run, dir)) = p.run.as_ref().and_then(|r| Some((r, super::output_certs::dir(&pod_dir, r)?))) {
+            let log = state_dir.join("logs").join(format!("{}.{}.certs.log", p.pod.namespace, p.pod.name));
+            super::output_certs::start(&journal, &netns, &options.veil_binary, agent_env(&p.pod, &spiffe), run, &dir, log)?;
+            say(format!("  certificate agent for {spiffe} writes OUTPUT_CERTS {}", dir.display()));
         }
         states.push(st);
     }
@@ -373,4 +404,26 @@ async fn start_and_serve(
 pub(super) fn pod_mounts<'a>(plan: &'a MeshPlan, p: &PodPlan) -> Vec<&'a crate::runtime_file::Mount> {
     let id = format!("{}/{}", p.pod.namespace, p.pod.name);
     plan.mounts.iter().filter(|m| m.pod == id).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn the_proxy_only_binary_is_preferred_when_it_is_executable_next_to_veil() {
+        let dir = std::env::temp_dir().join(format!("veil-proxy-command-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let veil = dir.join("veil");
+        let sidecar = dir.join(SIDECAR_BINARY);
+        // Control: without the sidecar binary, `veil proxy`.
+        assert_eq!(proxy_command(&veil), (veil.clone(), vec!["proxy".to_string()]));
+        std::fs::write(&sidecar, b"#!/bin/sh\n").expect("write");
+        std::fs::set_permissions(&sidecar, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert_eq!(proxy_command(&veil), (veil.clone(), vec!["proxy".to_string()]), "not executable: not used");
+        std::fs::set_permissions(&sidecar, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+        assert_eq!(proxy_command(&veil), (sidecar, Vec::new()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

@@ -1,5 +1,6 @@
 //! Starts each pod's workload process (the command of `veil.local.yaml`)
-//! inside its network namespace, and waits for its readiness port.
+//! inside its network namespace (after its `outputCerts` files exist), and
+//! waits for its readiness port.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -41,6 +42,11 @@ pub async fn start(
         env.insert("VEIL_POD_IP".into(), p.pod.ip.to_string());
         env.insert("VEIL_POD_DIR".into(), pod_dir.display().to_string());
         env.insert("VEIL_EXAMPLE_DIR".into(), options.dir.canonicalize().unwrap_or(options.dir.clone()).display().to_string());
+        if let Some(dir) = super::output_certs::dir(&pod_dir, run) {
+            let agent_log = state_dir.join("logs").join(format!("{}.{}.certs.log", p.pod.namespace, p.pod.name));
+            super::output_certs::wait(&dir, deadline, &agent_log).await?;
+            env.insert("OUTPUT_CERTS".into(), dir.display().to_string());
+        }
         let (uid, gid) = if run.user == "root" || run.user == "0" {
             (None, None)
         } else {
