@@ -1,11 +1,14 @@
 //! Upstream HTTP connections kept for reuse: per (endpoint, TLS, HTTP
-//! version) a few idle HTTP/1.1 keep-alive connections, or one multiplexed
-//! HTTP/2 connection, so that consecutive requests to an endpoint do not
-//! pay a TCP connect and a TLS handshake each. An HTTP/1.1 connection goes
-//! back to the pool when its response body has been read to the end; one
-//! whose response was abandoned is closed. Every new upstream connection
-//! leaves one connection record (not one per request), so `veil audit`
-//! joins its flow as before.
+//! version) the idle HTTP/1.1 keep-alive connections (up to
+//! [`MAX_IDLE_PER_ENDPOINT`], so that as many clients as that can send at
+//! once without new handshakes), or one multiplexed HTTP/2 connection, so
+//! that consecutive requests to an endpoint do not pay a TCP connect and a
+//! TLS handshake each. An HTTP/1.1 connection goes back to the pool when its
+//! response body has been read to the end; one whose response was abandoned
+//! is closed. The most recently used connection is reused first, so that
+//! the ones a burst opened age out after [`IDLE_SECS`]. Every new upstream
+//! connection leaves one connection record (not one per request), so `veil
+//! audit` joins its flow as before.
 //!
 //! Also the round-robin position per route destination.
 
@@ -18,21 +21,25 @@ use http_body_util::combinators::UnsyncBoxBody;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::{http1, http2};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use std::collections::HashMap;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, VecDeque};
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{ready, Context, Poll};
 use std::time::{Duration, Instant};
-use veil_model::{Endpoint, WeightedDestination};
+use veil_model::{Endpoint, UpstreamTls, WeightedDestination};
 
 /// Body of a request sent upstream.
 pub(crate) type RequestBody = UnsyncBoxBody<Bytes, hyper::Error>;
 
-/// Idle HTTP/1.1 connections kept per key.
-const MAX_IDLE_PER_KEY: usize = 16;
+/// Idle HTTP/1.1 connections kept per endpoint (and TLS): Envoy keeps every
+/// connection a burst opened; this bounds the memory they hold (about
+/// 30 KiB each, both sidecars together).
+pub(crate) const MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// An idle connection older than this is closed instead of reused, in seconds.
-const IDLE_SECS: u64 = 60;
+pub(crate) const IDLE_SECS: u64 = 60;
 /// Bound on waiting for a pooled connection to accept a request, in ms.
 const READY_MS: u64 = 1000;
 /// Pooled connections tried before a new one is made.
@@ -59,14 +66,12 @@ impl SendError {
     }
 }
 
-/// A route destination: Service FQDN, port, subset.
-type DestinationKey = (String, u16, Option<String>);
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// Where pooled connections go: the endpoint address and its `UpstreamTls`
+/// (compared, not hashed: connections to one address normally share it).
+#[derive(Clone)]
 struct PoolKey {
     addr: SocketAddr,
-    /// The endpoint's `UpstreamTls`, serialised.
-    tls: String,
+    tls: Arc<UpstreamTls>,
     h2: bool,
 }
 
@@ -76,14 +81,14 @@ enum Sender {
 }
 
 impl Sender {
-    fn is_closed(&self) -> bool {
-        match self {
-            Sender::H1(s) => s.is_closed(),
-            Sender::H2(s) => s.is_closed(),
-        }
-    }
-
     async fn ready(&mut self) -> bool {
+        let now = match self {
+            Sender::H1(s) => s.is_ready(),
+            Sender::H2(s) => s.is_ready(),
+        };
+        if now {
+            return true;
+        }
         let wait = async {
             match self {
                 Sender::H1(s) => s.ready().await,
@@ -95,53 +100,64 @@ impl Sender {
 }
 
 struct Idle {
-    sender: Sender,
+    tls: Arc<UpstreamTls>,
+    sender: http1::SendRequest<RequestBody>,
     since: Instant,
+}
+
+impl Idle {
+    fn usable(&self) -> bool {
+        !self.sender.is_closed() && self.since.elapsed() < Duration::from_secs(IDLE_SECS)
+    }
 }
 
 #[derive(Default)]
 struct Idles {
-    h1: HashMap<PoolKey, Vec<Idle>>,
-    h2: HashMap<PoolKey, http2::SendRequest<RequestBody>>,
+    /// Per endpoint address, oldest first.
+    h1: HashMap<SocketAddr, VecDeque<Idle>>,
+    h2: HashMap<SocketAddr, Vec<(Arc<UpstreamTls>, http2::SendRequest<RequestBody>)>>,
 }
 
 /// The pool of one proxy (see the module doc).
 #[derive(Default)]
 pub(crate) struct HttpPool {
     idle: Arc<Mutex<Idles>>,
-    next: Mutex<HashMap<DestinationKey, usize>>,
+    /// Round-robin position per route destination, by a hash of its
+    /// Service FQDN, port and subset (a collision only shares a counter).
+    next: Mutex<HashMap<u64, usize>>,
 }
 
 impl HttpPool {
     /// The next endpoint of `destination` among `endpoints`, round robin.
     pub(crate) fn pick<'a>(&self, destination: &WeightedDestination, endpoints: &'a [Endpoint]) -> Option<&'a Endpoint> {
-        if endpoints.is_empty() {
-            return None;
+        if endpoints.len() <= 1 {
+            return endpoints.first();
         }
+        let mut hasher = DefaultHasher::new();
+        (&destination.host, destination.port, &destination.subset).hash(&mut hasher);
         let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = (destination.host.clone(), destination.port, destination.subset.clone());
-        let slot = next.entry(key).or_insert(0);
+        let slot = next.entry(hasher.finish()).or_insert(0);
         let index = *slot % endpoints.len();
         *slot = index.wrapping_add(1);
         endpoints.get(index)
     }
 
-    /// A live pooled connection for `key`, if any.
-    fn checkout(&self, key: &PoolKey) -> Option<Sender> {
+    /// A live pooled connection to `addr` with TLS `tls`, if any; the most
+    /// recently returned first.
+    fn checkout(&self, addr: SocketAddr, tls: &UpstreamTls, h2: bool) -> Option<(Arc<UpstreamTls>, Sender)> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        if key.h2 {
-            let sender = idle.h2.get(key)?;
-            if sender.is_closed() {
-                idle.h2.remove(key);
-                return None;
-            }
-            return Some(Sender::H2(sender.clone()));
+        if h2 {
+            let list = idle.h2.get_mut(&addr)?;
+            list.retain(|(_, sender)| !sender.is_closed());
+            let (tls, sender) = list.iter().find(|(t, _)| **t == *tls)?;
+            return Some((tls.clone(), Sender::H2(sender.clone())));
         }
-        let list = idle.h1.get_mut(key)?;
-        let fresh = Duration::from_secs(IDLE_SECS);
-        while let Some(entry) = list.pop() {
-            if !entry.sender.is_closed() && entry.since.elapsed() < fresh {
-                return Some(entry.sender);
+        let list = idle.h1.get_mut(&addr)?;
+        // Each turn removes an entry: bounded by the list's length.
+        while let Some(at) = list.iter().rposition(|entry| *entry.tls == *tls) {
+            let entry = list.remove(at)?;
+            if entry.usable() {
+                return Some((entry.tls, Sender::H1(entry.sender)));
             }
         }
         None
@@ -159,10 +175,9 @@ impl HttpPool {
         mut req: Request<RequestBody>,
     ) -> Result<Response<PooledBody>, SendError> {
         let addr = SocketAddr::new(endpoint.ip, endpoint.port);
-        let tls = serde_json::to_string(&endpoint.tls).unwrap_or_default();
-        let key = PoolKey { addr, tls, h2: req.version() == Version::HTTP_2 };
+        let h2 = req.version() == Version::HTTP_2;
         for _ in 0..MAX_STALE_TRIES {
-            let Some(mut sender) = self.checkout(&key) else { break };
+            let Some((tls, mut sender)) = self.checkout(addr, &endpoint.tls, h2) else { break };
             if !sender.ready().await {
                 continue;
             }
@@ -171,7 +186,7 @@ impl HttpPool {
                 Sender::H2(s) => s.try_send_request(req).await,
             };
             match sent {
-                Ok(response) => return Ok(self.wrap(response, key, sender)),
+                Ok(response) => return Ok(self.wrap(response, PoolKey { addr, tls, h2 }, sender)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => req = unsent,
                     None => return Err(SendError::Request { addr, source: e.into_error() }),
@@ -180,13 +195,16 @@ impl HttpPool {
         }
         let upstream = connect_recorded(shared, endpoint).await?;
         let io = TokioIo::new(upstream.stream);
+        let key = PoolKey { addr, tls: Arc::new(endpoint.tls.clone()), h2 };
         let mut sender = if key.h2 {
             let (sender, connection) = http2::handshake(TokioExecutor::new(), io)
                 .await
                 .map_err(|source| SendError::Handshake { addr, source })?;
             tokio::spawn(connection);
             let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-            idle.h2.insert(key.clone(), sender.clone());
+            let list = idle.h2.entry(addr).or_default();
+            list.retain(|(tls, _)| **tls != *key.tls);
+            list.push((key.tls.clone(), sender.clone()));
             Sender::H2(sender)
         } else {
             let (sender, connection) =
@@ -225,9 +243,12 @@ impl PooledBody {
     fn give_back(&mut self) {
         let Some((idle, key, sender)) = self.back.take() else { return };
         let mut idle = idle.lock().unwrap_or_else(PoisonError::into_inner);
-        let list = idle.h1.entry(key).or_default();
-        if list.len() < MAX_IDLE_PER_KEY {
-            list.push(Idle { sender: Sender::H1(sender), since: Instant::now() });
+        let list = idle.h1.entry(key.addr).or_default();
+        while list.front().is_some_and(|oldest| !oldest.usable()) {
+            list.pop_front();
+        }
+        if list.len() < MAX_IDLE_PER_ENDPOINT {
+            list.push_back(Idle { tls: key.tls, sender, since: Instant::now() });
         }
     }
 }

@@ -17,8 +17,9 @@ use crate::records;
 use crate::sniff::{classify, FirstBytes};
 use crate::upstream::{self, UpstreamError};
 use rustls_pki_types::CertificateDer;
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::server::TlsStream;
@@ -189,20 +190,64 @@ async fn terminate(conn: &Conn<'_>, downstream: TcpStream) -> Result<(Box<TlsStr
     };
     let session = tls.get_ref().1;
     let certs = session.peer_certificates().unwrap_or_default();
-    let principal = veil_identity::peer_spiffe_id(certs).map_err(|_| InboundError::NoPeerIdentity { port })?;
-    if session.handshake_kind() == Some(rustls::HandshakeKind::Resumed) && leaf_expired(certs, SystemTime::now()) {
+    let leaf = peer_leaf(certs);
+    let principal = leaf.as_ref().and_then(|l| l.spiffe_id.clone()).ok_or(InboundError::NoPeerIdentity { port })?;
+    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    if resumed && leaf.as_ref().is_none_or(|l| l.expired(SystemTime::now())) {
         return Err(InboundError::ExpiredResumedCertificate { port });
     }
-    Ok((Box::new(tls), principal.to_string()))
+    tracing::debug!(peer = %conn.peer, port, resumed, "mesh mTLS accepted");
+    Ok((Box::new(tls), principal))
+}
+
+/// What a peer's leaf certificate says, read once per distinct certificate:
+/// every connection of a peer (resumed ones too) reports the same leaf.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct PeerLeaf {
+    /// Its one SPIFFE ID; `None` when it carries none, or several.
+    pub(crate) spiffe_id: Option<String>,
+    /// `notAfter`, Unix seconds; `None` when it cannot be parsed.
+    pub(crate) not_after: Option<i64>,
+}
+
+impl PeerLeaf {
+    /// True when it is past its `notAfter` at `now`, or cannot be read.
+    pub(crate) fn expired(&self, now: SystemTime) -> bool {
+        let now = now.duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0);
+        self.not_after.is_none_or(|not_after| not_after < now)
+    }
+}
+
+/// Distinct leaves kept before the cache is emptied.
+const MAX_PEER_LEAVES: usize = 1024;
+
+/// The [`PeerLeaf`] of the first of `certs` (as rustls reports them, leaf
+/// first, after verifying the chain); `None` for no certificate. Parsed
+/// once per distinct leaf (a process-wide cache keyed by its DER bytes).
+pub(crate) fn peer_leaf(certs: &[CertificateDer<'_>]) -> Option<Arc<PeerLeaf>> {
+    static CACHE: OnceLock<Mutex<HashMap<Vec<u8>, Arc<PeerLeaf>>>> = OnceLock::new();
+    let der = certs.first()?.as_ref();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(found) = cache.lock().unwrap_or_else(PoisonError::into_inner).get(der) {
+        return Some(found.clone());
+    }
+    let leaf = Arc::new(PeerLeaf {
+        spiffe_id: veil_identity::peer_spiffe_id(certs).ok().map(|id| id.to_string()),
+        not_after: x509_parser::parse_x509_certificate(der).ok().map(|(_, cert)| cert.validity().not_after.timestamp()),
+    });
+    let mut cache = cache.lock().unwrap_or_else(PoisonError::into_inner);
+    if cache.len() >= MAX_PEER_LEAVES {
+        cache.clear();
+    }
+    cache.insert(der.to_vec(), leaf.clone());
+    Some(leaf)
 }
 
 /// True when the first certificate of `certs` is past its `notAfter` at
 /// `now`, or cannot be read.
+#[cfg(test)]
 fn leaf_expired(certs: &[CertificateDer<'_>], now: SystemTime) -> bool {
-    let Some(leaf) = certs.first() else { return true };
-    let Ok((_, cert)) = x509_parser::parse_x509_certificate(leaf.as_ref()) else { return true };
-    let now = now.duration_since(UNIX_EPOCH).map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX)).unwrap_or(0);
-    cert.validity().not_after.timestamp() < now
+    peer_leaf(certs).is_none_or(|leaf| leaf.expired(now))
 }
 
 async fn connect_app(conn: &Conn<'_>) -> Result<TcpStream, InboundError> {
@@ -275,5 +320,21 @@ mod tests {
         let expired = ca.issue_for_test(&id, now - 2 * hour, now - hour).unwrap();
         assert!(leaf_expired(&expired.chain, now));
         assert!(leaf_expired(&[], now), "no certificate");
+    }
+
+    #[test]
+    fn a_peer_leaf_is_read_once_per_distinct_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = CertificateAuthority::load_or_create(dir.path(), TrustDomain::default()).unwrap();
+        let now = SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let (a, b) = (SpiffeId::new(&TrustDomain::default(), "shop", "a"), SpiffeId::new(&TrustDomain::default(), "shop", "b"));
+        let (cert_a, cert_b) = (ca.issue_for_test(&a, now - hour, now + hour).unwrap(), ca.issue_for_test(&b, now - hour, now + hour).unwrap());
+        let first = peer_leaf(&cert_a.chain).unwrap();
+        assert_eq!(first.spiffe_id, Some(a.to_string()));
+        assert!(Arc::ptr_eq(&first, &peer_leaf(&cert_a.chain).unwrap()), "the second read comes from the cache");
+        let other = peer_leaf(&cert_b.chain).unwrap();
+        assert_eq!(other.spiffe_id, Some(b.to_string()), "control: another certificate is read on its own");
+        assert!(peer_leaf(&[]).is_none());
     }
 }

@@ -14,8 +14,10 @@
 #![forbid(unsafe_code)]
 
 mod admin;
+mod client_hello;
 mod config_stream;
 mod copy;
+mod early_close;
 mod error;
 pub mod gateway;
 mod gateway_certs;
@@ -24,6 +26,7 @@ mod http_pool;
 pub mod inbound;
 mod orig_dst;
 pub mod outbound;
+mod outbound_entries;
 mod outbound_http;
 mod proxy;
 mod read_ahead;

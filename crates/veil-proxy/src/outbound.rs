@@ -1,8 +1,25 @@
 //! Outbound (15001): connections the workload makes, redirected by iptables.
 //!
-//! Original destination → `Outbound::lookup` → a Service port. HTTP
-//! Service ports (dialled by ClusterIP) are served per request by
-//! `outbound_http`. Other connections go to an endpoint (the dialled one;
+//! Original destination → `Outbound::lookup` → a Service port. An HTTP
+//! Service port (dialled by ClusterIP) is served per request by
+//! `outbound_http` only when a request could be treated differently from
+//! the one before (`per_request`), that is when:
+//! - the port has `VirtualService` HTTP rules (matches, weights, subsets,
+//!   rewrite, redirect, timeout, retries);
+//! - the Service has no endpoint or more than one (Envoy balances every
+//!   request; one endpoint leaves nothing to choose);
+//! - the client's HTTP version is not the one the upstream speaks (an
+//!   HTTP/1.1 client of an HTTP2/GRPC port, an h2c client of an HTTP port),
+//!   told by peeking at the HTTP/2 preface;
+//! - or the client sends nothing within the handshake timeout.
+//!
+//! Otherwise the connection is forwarded as bytes like a TCP port's: one
+//! mesh mTLS connection per client connection, one connection record (what
+//! ztunnel does for every connection). The choice holds for the
+//! connection's life: a route or endpoint added later applies to the
+//! client's next connections, as for TCP routes.
+//!
+//! Other connections go to an endpoint (the dialled one;
 //! else a weighted destination of the Service's `VirtualService` TCP route,
 //! chosen per connection; else round robin over the Service) → mesh mTLS
 //! or plain per the endpoint's `UpstreamTls`, bytes copied. A ServiceEntry
@@ -13,13 +30,15 @@
 //! `PassthroughCluster`), and refused with a log line naming it under
 //! `REGISTRY_ONLY` (`BlackHoleCluster`).
 
+use crate::early_close::AnswerOnEarlyClose;
 use crate::proxy::Shared;
 use crate::records;
 use crate::upstream::{self, Upstream, UpstreamError, UpstreamStream};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use veil_model::{Endpoint, Outbound, OutboundService, OutboundTrafficPolicy};
+use veil_model::{Endpoint, Outbound, OutboundService, OutboundTrafficPolicy, Protocol};
 
 /// Accepts outbound connections until the task is aborted.
 pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
@@ -39,23 +58,37 @@ async fn handle(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAddr
         return;
     }
     let config = shared.config();
-    let found = config.outbound.lookup(dst.ip(), dst.port());
+    let found = match crate::outbound_entries::resolve(&shared, &config, &downstream, peer, dst).await {
+        crate::outbound_entries::Resolved::Found(found) => found,
+        crate::outbound_entries::Resolved::Http => return crate::outbound_entries::serve_http(shared.clone(), downstream, peer, dst).await,
+        crate::outbound_entries::Resolved::Refused => return,
+    };
     let original = match found {
         Some((service, None)) => original_destination(&config.outbound, service),
         _ => None,
+    };
+    let per_request = match (found, &original) {
+        (Some((service, None)), None) if service.protocol.is_http() => {
+            let routed = per_request(service, &downstream, shared.settings.handshake_timeout).await;
+            if !routed {
+                tracing::debug!(%peer, %dst, service = %service.hostname, "outbound HTTP forwarded per connection (no routes, one endpoint)");
+            }
+            routed
+        }
+        _ => false,
     };
     let upstream = match (found, original) {
         (Some((service, _)), Some(tls)) => {
             let endpoint = Endpoint { ip: dst.ip(), port: dst.port(), pod: service.hostname.clone(), tls };
             upstream::connect(&shared, &endpoint).await.map_err(|e| (e, service.hostname.clone()))
         }
-        (Some((service, None)), None) if service.protocol.is_http() => {
+        (Some(_), None) if per_request => {
             crate::outbound_http::serve(shared.clone(), downstream, peer, dst).await;
             return;
         }
         (Some((service, endpoint)), None) => {
             let chosen = match endpoint {
-                Some(e) => Ok(e.clone()),
+                Some(e) => Ok(e),
                 None if !service.routes.tcp.is_empty() => {
                     crate::router::tcp_endpoint(&shared, &config, service).map_err(|e| e.to_string())
                 }
@@ -71,7 +104,7 @@ async fn handle(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAddr
                     return;
                 }
             };
-            upstream::connect(&shared, &endpoint).await.map_err(|e| (e, service.hostname.clone()))
+            upstream::connect(&shared, endpoint).await.map_err(|e| (e, service.hostname.clone()))
         }
         (None, _) if config.outbound.policy == OutboundTrafficPolicy::RegistryOnly => {
             tracing::warn!(%peer, %dst, "outbound connection to {dst} refused: no Service or ServiceEntry has this address and port, and outboundTrafficPolicy is REGISTRY_ONLY (BlackHoleCluster); add a ServiceEntry for the destination");
@@ -83,6 +116,9 @@ async fn handle(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAddr
         Ok(upstream) => upstream,
         Err((e, service)) => {
             tracing::warn!(%peer, %dst, %service, "outbound connection failed: {e}");
+            if found.is_some_and(|(s, _)| s.protocol == Protocol::Http) {
+                unavailable(&mut downstream, &e.to_string()).await;
+            }
             return;
         }
     };
@@ -94,10 +130,79 @@ async fn handle(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAddr
         record.source_principal = Some(config.node.spiffe_id.clone());
     }
     shared.records.send(record);
-    match crate::copy::bidirectional(&mut downstream, &mut upstream.stream).await {
+    let copied = if found.is_some_and(|(s, _)| s.protocol == Protocol::Http) {
+        let mut guarded = AnswerOnEarlyClose::new(&mut upstream.stream);
+        crate::copy::bidirectional(&mut downstream, &mut guarded).await
+    } else {
+        crate::copy::bidirectional(&mut downstream, &mut upstream.stream).await
+    };
+    match copied {
         Ok(bytes) => tracing::debug!(%peer, %dst, sent = bytes.sent, received = bytes.received, "outbound connection closed"),
         Err(e) => tracing::debug!(%peer, %dst, error = %e, "outbound connection ended with an error"),
     }
+}
+
+/// Answers an HTTP/1.x client whose connection is forwarded as bytes with
+/// Envoy's 503 when no upstream connection could be made, so the app sees
+/// the same status as on the per-request path instead of a closed socket.
+async fn unavailable(downstream: &mut TcpStream, reason: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = downstream.write_all(crate::early_close::unavailable_response(reason).as_bytes()).await;
+    let _ = downstream.shutdown().await;
+    // Closing with the request still unread would send a reset that can
+    // destroy the answer in flight: read until the client closes (bounded).
+    let drain = async {
+        let mut sink = [0u8; 1024];
+        while matches!(downstream.read(&mut sink).await, Ok(n) if n > 0) {}
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4); no HTTP/1.1 request
+/// starts with it.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+/// Peeks at most while the preface arrives in pieces.
+const MAX_PREFACE_PEEKS: u32 = 100;
+/// Pause between peeks that saw a part of the preface, in ms.
+const PREFACE_PAUSE_MS: u64 = 1;
+
+/// Whether the connection `downstream` to HTTP `service` must be served
+/// request by request (module doc); false: forward it as bytes to
+/// the Service's one endpoint. Peeks (without consuming) at the client's
+/// first bytes for at most `wait`.
+async fn per_request(service: &OutboundService, downstream: &TcpStream, wait: Duration) -> bool {
+    if !service.routes.http.is_empty() || service.endpoints.len() != 1 {
+        return true;
+    }
+    let upstream_h2 = matches!(service.protocol, Protocol::Http2 | Protocol::Grpc);
+    match opens_with_h2_preface(downstream, wait).await {
+        Some(client_h2) => client_h2 != upstream_h2,
+        None => true,
+    }
+}
+
+/// Whether the client's first bytes are the HTTP/2 preface (h2c with prior
+/// knowledge, as hyper tells them apart); `None` when it sends nothing
+/// within `wait` or closes.
+async fn opens_with_h2_preface(downstream: &TcpStream, wait: Duration) -> Option<bool> {
+    let deadline = tokio::time::Instant::now() + wait;
+    let mut buf = [0u8; H2_PREFACE.len()];
+    for _ in 0..MAX_PREFACE_PEEKS {
+        let n = tokio::time::timeout_at(deadline, downstream.peek(&mut buf)).await.ok()?.ok()?;
+        if n == 0 {
+            return None;
+        }
+        let seen = buf.get(..n)?;
+        if !H2_PREFACE.starts_with(seen) {
+            return Some(false);
+        }
+        if n == H2_PREFACE.len() {
+            return Some(true);
+        }
+        let pause = tokio::time::sleep(Duration::from_millis(PREFACE_PAUSE_MS));
+        tokio::time::timeout_at(deadline, pause).await.ok()?;
+    }
+    None
 }
 
 /// The TLS to the dialled address when `service` is a ServiceEntry port with

@@ -1,16 +1,18 @@
-//! HTTP on outbound Service ports (protocol HTTP, HTTP2, GRPC): the
-//! workload's connection is served with hyper (HTTP/1.1, or HTTP/2 with
-//! prior knowledge), and every request is routed on its own by the
-//! Service's `VirtualService` rules (`router`): first matching rule, then a
-//! weighted destination (Service, port, subset), then an endpoint of it,
-//! reached over a pooled upstream connection (`http_pool`) with the TLS the
-//! endpoint's `UpstreamTls` names. With no rules the Service itself is the
-//! route; when the Service has rules and none matches, the answer is 404
-//! (Envoy's `NR`, as Istio builds a VirtualService's virtual host with its
-//! routes only). As in Istio, the upstream speaks HTTP/2 when the
-//! destination port's protocol is HTTP2 or GRPC, else HTTP/1.1, whatever the
-//! client spoke. An HTTP/1.1 `Upgrade` request (WebSocket) gets its own
-//! upstream connection, and after a `101` the bytes are copied both ways.
+//! HTTP on outbound Service ports (protocol HTTP, HTTP2, GRPC) whose
+//! requests must be routed one by one (`outbound::per_request` decides; the
+//! other connections are forwarded as bytes): the workload's connection is
+//! served with hyper (HTTP/1.1, or HTTP/2 with prior knowledge), and every
+//! request is routed on its own by the Service's `VirtualService` rules
+//! (`router`): first matching rule, then a weighted destination (Service,
+//! port, subset), then an endpoint of it, reached over a pooled upstream
+//! connection (`http_pool`) with the TLS the endpoint's `UpstreamTls` names.
+//! With no rules the Service itself is the route; when the Service has rules
+//! and none matches, the answer is 404 (Envoy's `NR`, as Istio builds a
+//! VirtualService's virtual host with its routes only). As in Istio, the
+//! upstream speaks HTTP/2 when the destination port's protocol is HTTP2 or
+//! GRPC, else HTTP/1.1, whatever the client spoke. An HTTP/1.1 `Upgrade`
+//! request (WebSocket) gets its own upstream connection, and after a `101`
+//! the bytes are copied both ways.
 //!
 //! `timeout` bounds the whole request (504 when exceeded); `retries` tries
 //! again on another endpoint pick after a short backoff for the listed
@@ -30,10 +32,10 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
-use veil_model::{Endpoint, HttpRouteRule, Protocol, RetryOn, RetryPolicy, WeightedDestination};
+use veil_model::{Endpoint, HttpRouteRule, OutboundService, Protocol, RetryOn, RetryPolicy, WeightedDestination};
 
 /// Largest request body kept so that the request can be retried, in bytes
 /// (Envoy's default per-connection buffer limit).
@@ -49,9 +51,10 @@ pub(crate) type ResponseBody = UnsyncBoxBody<Bytes, hyper::Error>;
 /// Serves one captured connection to HTTP Service port `dst` until the
 /// client closes it.
 pub(crate) async fn serve(shared: Arc<Shared>, downstream: TcpStream, peer: SocketAddr, dst: SocketAddr) {
+    let default_route = Arc::new(DefaultRoute::default());
     let service = service_fn(move |req| {
-        let shared = shared.clone();
-        async move { Ok::<_, Infallible>(handle(&shared, peer, dst, req).await) }
+        let (shared, default_route) = (shared.clone(), default_route.clone());
+        async move { Ok::<_, Infallible>(handle(&shared, &default_route, peer, dst, req).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
     if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(downstream), service).await {
@@ -73,20 +76,47 @@ pub(crate) fn downstream_response(response: Response<PooledBody>) -> Response<Re
     response
 }
 
-async fn handle(shared: &Shared, peer: SocketAddr, dst: SocketAddr, req: Request<Incoming>) -> Response<ResponseBody> {
+/// The Service itself as a route (Istio's default virtual host, with the
+/// default retry policy), built once per connection rather than per request.
+#[derive(Default)]
+struct DefaultRoute(Mutex<Option<Arc<HttpRouteRule>>>);
+
+impl DefaultRoute {
+    fn of(&self, service: &OutboundService) -> Arc<HttpRouteRule> {
+        let mut cached = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let current = |rule: &&Arc<HttpRouteRule>| {
+            rule.destinations.first().is_some_and(|d| d.host == service.hostname && d.port == service.port)
+        };
+        if let Some(rule) = cached.as_ref().filter(current) {
+            return rule.clone();
+        }
+        let destination = WeightedDestination { host: service.hostname.clone(), port: service.port, subset: None, weight: 1 };
+        let rule = Arc::new(HttpRouteRule { destinations: vec![destination], ..HttpRouteRule::default() });
+        *cached = Some(rule.clone());
+        rule
+    }
+}
+
+async fn handle(
+    shared: &Shared,
+    default_route: &DefaultRoute,
+    peer: SocketAddr,
+    dst: SocketAddr,
+    req: Request<Incoming>,
+) -> Response<ResponseBody> {
     let config = shared.config();
     let Some((service, _)) = config.outbound.lookup(dst.ip(), dst.port()) else {
         tracing::warn!(%peer, %dst, "outbound HTTP request refused: {dst} is no longer a Service in this proxy's config");
         return status(StatusCode::SERVICE_UNAVAILABLE, "no such service\n".into());
     };
-    let default_route = HttpRouteRule {
-        destinations: vec![WeightedDestination { host: service.hostname.clone(), port: service.port, subset: None, weight: 1 }],
-        ..HttpRouteRule::default()
-    };
     let source = &service.routes.source;
+    let default_rule;
     let (rule, matched) = match router::find_rule(&service.routes.http, &req, "http") {
         Some(found) => found,
-        None if service.routes.http.is_empty() => (&default_route, None),
+        None if service.routes.http.is_empty() => {
+            default_rule = default_route.of(service);
+            (&*default_rule, None)
+        }
         None => {
             tracing::debug!(%peer, %dst, route = %source, path = req.uri().path(), "outbound HTTP: no route matched");
             return status(StatusCode::NOT_FOUND, "no route matched\n".into());
@@ -108,10 +138,10 @@ pub(crate) async fn forward(
     matched: Option<&veil_model::HttpMatch>,
     mut req: Request<Incoming>,
 ) -> Response<ResponseBody> {
-    let dst = router::authority(&req).to_string();
     router::note_skipped(source, rule);
     if let Some(redirect) = &rule.redirect {
         let location = router::redirect_location(redirect, &req, "http");
+        let dst = router::authority(&req);
         tracing::debug!(%peer, %dst, route = %source, %location, "outbound HTTP redirect");
         let mut response = status(StatusCode::from_u16(redirect.code).unwrap_or(StatusCode::MOVED_PERMANENTLY), String::new());
         if let Ok(value) = HeaderValue::from_str(&location) {
@@ -121,12 +151,14 @@ pub(crate) async fn forward(
     }
     let Some(destination) = router::pick_weighted(&rule.destinations) else {
         let e = RouteError::NoDestination { skipped: rule.skipped.clone() };
+        let dst = router::authority(&req);
         tracing::warn!(%peer, %dst, route = %source, "outbound HTTP request failed: {e}");
         return status(StatusCode::SERVICE_UNAVAILABLE, "no route destination\n".into());
     };
     let (upstream_service, endpoints) = match router::endpoints_of(config, destination) {
         Ok(found) => found,
         Err(e) => {
+            let dst = router::authority(&req);
             tracing::warn!(%peer, %dst, route = %source, "outbound HTTP request failed: {e}");
             return status(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n".into());
         }
@@ -140,16 +172,14 @@ pub(crate) async fn forward(
     let h2 = matches!(upstream_service.protocol, Protocol::Http2 | Protocol::Grpc);
     router::prepare_upstream(&mut req, h2);
     let attempt = Attempt { shared, destination, endpoints, policy: &rule.retries, peer };
-    let work = attempt.run(req);
-    match rule.timeout_ms {
-        None => work.await,
-        Some(ms) => match tokio::time::timeout(Duration::from_millis(ms), work).await {
-            Ok(response) => response,
-            Err(_) => {
-                tracing::debug!(%peer, %dst, route = %source, ms, "outbound HTTP request timed out");
-                status(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n".into())
-            }
-        },
+    let Some(ms) = rule.timeout_ms else { return attempt.run(req).await };
+    let dst = router::authority(&req).to_string();
+    match tokio::time::timeout(Duration::from_millis(ms), attempt.run(req)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::debug!(%peer, %dst, route = %source, ms, "outbound HTTP request timed out");
+            status(StatusCode::GATEWAY_TIMEOUT, "upstream request timeout\n".into())
+        }
     }
 }
 
@@ -206,6 +236,7 @@ impl Attempt<'_> {
         let tries = if matches!(replay, Replay::Bytes(_)) { self.policy.attempts.saturating_add(1) } else { 1 };
         let d = self.destination;
         let mut last = Outcome::TimedOut;
+        let mut head = Some(parts);
         for n in 0..tries {
             if n > 0 {
                 let backoff = (BACKOFF_BASE_MS << n.min(8)).min(BACKOFF_MAX_MS);
@@ -213,7 +244,18 @@ impl Attempt<'_> {
             }
             let Some(endpoint) = self.shared.http.pick(d, self.endpoints) else { break };
             let Some(body) = replay.body() else { break };
-            let req = Request::from_parts(parts.clone_head(), body);
+            // The last try takes the head itself; earlier ones a copy.
+            let parts = match &head {
+                Some(parts) if n + 1 < tries => parts.clone_head(),
+                _ => match head.take() {
+                    Some(mut parts) => {
+                        parts.extensions.clear();
+                        parts
+                    }
+                    None => break,
+                },
+            };
+            let req = Request::from_parts(parts, body);
             let started = Instant::now();
             let send = self.shared.http.send(self.shared, endpoint, req);
             last = match self.policy.per_try_timeout_ms {

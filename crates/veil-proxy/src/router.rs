@@ -235,11 +235,11 @@ pub(crate) fn endpoints_of<'c>(
 /// endpoints (round robin per destination).
 ///
 /// Errors: [`RouteError`] when the chosen destination cannot be reached.
-pub(crate) fn tcp_endpoint(shared: &Shared, config: &ProxyConfig, service: &OutboundService) -> Result<Endpoint, RouteError> {
+pub(crate) fn tcp_endpoint<'c>(shared: &Shared, config: &'c ProxyConfig, service: &OutboundService) -> Result<&'c Endpoint, RouteError> {
     let destination =
         pick_weighted(&service.routes.tcp).ok_or(RouteError::NoDestination { skipped: Vec::new() })?;
     let (_, endpoints) = endpoints_of(config, destination)?;
-    shared.http.pick(destination, endpoints).cloned().ok_or_else(|| RouteError::NoEndpoint {
+    shared.http.pick(destination, endpoints).ok_or_else(|| RouteError::NoEndpoint {
         host: destination.host.clone(),
         port: destination.port,
         subset: destination.subset.clone(),
@@ -328,9 +328,12 @@ pub(crate) fn prepare_upstream<B>(req: &mut Request<B>, h2: bool) {
             req.headers_mut().insert(HOST, value);
         }
     }
-    let origin = req.uri().path_and_query().map_or("/", |p| p.as_str());
-    if let Ok(uri) = origin.parse::<Uri>() {
-        *req.uri_mut() = uri;
+    // Already origin-form (what HTTP/1.1 clients send) unless it names a host.
+    if req.uri().authority().is_some() || req.uri().scheme().is_some() {
+        let origin = req.uri().path_and_query().map_or("/", |p| p.as_str());
+        if let Ok(uri) = origin.parse::<Uri>() {
+            *req.uri_mut() = uri;
+        }
     }
     *req.version_mut() = Version::HTTP_11;
 }

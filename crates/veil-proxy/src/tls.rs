@@ -1,8 +1,11 @@
 //! The proxy's rustls configurations, rebuilt when the workload certificate
 //! rotates and cached otherwise (one server config; one client config per
 //! set of allowed server identities), and the client configs for TLS
-//! origination (DestinationRule SIMPLE / MUTUAL): built once per distinct
-//! [`Origination`] and rebuilt when one of its files changes.
+//! origination (DestinationRule SIMPLE / MUTUAL, from files or from the
+//! Secret a `credentialName` names): built once per distinct
+//! [`Origination`] and rebuilt when one of its files changes. PEM carried in
+//! the config is part of the [`Origination`], so a changed Secret (a new
+//! config) builds a new client config on the next connection.
 
 use crate::ProxyError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -17,7 +20,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::SystemTime;
 use tokio::sync::watch;
 use veil_identity::{SpiffeId, TrustBundle, WorkloadCertificate};
-use veil_model::UpstreamTls;
+use veil_model::{ClientCertificate, PemSource, UpstreamTls};
 
 /// Most distinct identity sets kept before the client cache is emptied.
 const MAX_CLIENT_CONFIGS: usize = 1024;
@@ -88,6 +91,13 @@ impl TlsConfigs {
     /// Errors: [`ProxyError::Identity`] when an identity is not a SPIFFE ID or
     /// the certificate cannot be used.
     pub(crate) fn client(&self, identities: &[String]) -> Result<Arc<ClientConfig>, ProxyError> {
+        // The model sends identities sorted: look them up without a copy.
+        if identities.windows(2).all(|pair| pair.first() < pair.get(1)) {
+            let found = self.with_cache(|cache, _| cache.clients.get(identities).cloned());
+            if let Some(client) = found {
+                return Ok(client);
+            }
+        }
         let mut key = identities.to_vec();
         key.sort();
         key.dedup();
@@ -119,33 +129,49 @@ impl TlsConfigs {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) struct Origination {
     /// PEM CA bundle; `None` fails closed unless `insecure_skip_verify`.
-    pub(crate) ca_file: Option<PathBuf>,
+    pub(crate) ca: Option<PemSource>,
     /// Accepted server SANs; empty: the SNI (else the endpoint address).
     pub(crate) subject_alt_names: Vec<String>,
     pub(crate) insecure_skip_verify: bool,
-    /// Client certificate chain and key files (MUTUAL).
-    pub(crate) client: Option<(PathBuf, PathBuf)>,
+    /// Client certificate chain and key (MUTUAL).
+    pub(crate) client: Option<ClientCertificate>,
+    /// The Secret the PEM came from (`Secret ns/name`), for messages;
+    /// `None` for files, which are named by path.
+    pub(crate) secret: Option<String>,
 }
 
 impl Origination {
     /// The origination settings and SNI of `tls`, for SIMPLE and MUTUAL.
     pub(crate) fn of(tls: &UpstreamTls) -> Option<(Origination, Option<String>)> {
+        let file = |p: &PathBuf| PemSource::File(p.clone());
         match tls {
             UpstreamTls::Simple { sni, ca_file, subject_alt_names, insecure_skip_verify } => Some((
                 Origination {
-                    ca_file: ca_file.clone(),
+                    ca: ca_file.as_ref().map(file),
                     subject_alt_names: subject_alt_names.clone(),
                     insecure_skip_verify: *insecure_skip_verify,
                     client: None,
+                    secret: None,
                 },
                 sni.clone(),
             )),
             UpstreamTls::Mutual { sni, ca_file, subject_alt_names, insecure_skip_verify, cert_file, key_file } => Some((
                 Origination {
-                    ca_file: ca_file.clone(),
+                    ca: ca_file.as_ref().map(file),
                     subject_alt_names: subject_alt_names.clone(),
                     insecure_skip_verify: *insecure_skip_verify,
-                    client: Some((cert_file.clone(), key_file.clone())),
+                    client: Some(ClientCertificate { cert: file(cert_file), key: file(key_file) }),
+                    secret: None,
+                },
+                sni.clone(),
+            )),
+            UpstreamTls::Credential { sni, subject_alt_names, insecure_skip_verify, source, ca, client } => Some((
+                Origination {
+                    ca: ca.clone(),
+                    subject_alt_names: subject_alt_names.clone(),
+                    insecure_skip_verify: *insecure_skip_verify,
+                    client: client.clone(),
+                    secret: Some(source.clone()),
                 },
                 sni.clone(),
             )),
@@ -154,12 +180,25 @@ impl Origination {
     }
 
     fn files(&self) -> Vec<&Path> {
-        let mut v: Vec<&Path> = self.ca_file.iter().map(PathBuf::as_path).collect();
-        if let Some((c, k)) = &self.client {
-            v.push(c);
-            v.push(k);
+        let client = self.client.iter().flat_map(|c| [&c.cert, &c.key]);
+        self.ca
+            .iter()
+            .chain(client)
+            .filter_map(|s| match s {
+                PemSource::File(p) => Some(p.as_path()),
+                PemSource::Pem(_) => None,
+            })
+            .collect()
+    }
+
+    /// How messages name `source`: `caCertificates /etc/ca.pem` for a file,
+    /// `the CA (ca.crt or cacert) of Secret ns/name` for PEM.
+    fn describe(&self, source: &PemSource, field: &str, secret_keys: &str) -> String {
+        match (source, &self.secret) {
+            (PemSource::File(p), _) => format!("{field} {}", p.display()),
+            (PemSource::Pem(_), Some(secret)) => format!("{secret_keys} of {secret}"),
+            (PemSource::Pem(_), None) => format!("{field} (PEM in the config)"),
         }
-        v
     }
 
     fn mtimes(&self) -> Vec<Option<SystemTime>> {
@@ -172,15 +211,15 @@ impl Origination {
     /// the missing `caCertificates`.
     fn build(&self) -> Result<Arc<ClientConfig>, String> {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let roots = match (&self.ca_file, self.insecure_skip_verify) {
+        let roots = match (&self.ca, self.insecure_skip_verify) {
             (_, true) => None,
             (None, false) => return Err("the DestinationRule gives no caCertificates and Veil has no system roots; add caCertificates (a PEM CA file), or insecureSkipVerify: true".into()),
-            (Some(path), false) => {
+            (Some(ca), false) => {
+                let what = self.describe(ca, "caCertificates", "the CA (ca.crt or cacert)");
                 let mut store = RootCertStore::empty();
-                let certs = read_certs(path, "caCertificates")?;
-                let (added, _) = store.add_parsable_certificates(certs);
+                let (added, _) = store.add_parsable_certificates(read_certs(ca, &what)?);
                 if added == 0 {
-                    return Err(format!("caCertificates {} holds no usable CA certificate", path.display()));
+                    return Err(format!("{what} holds no usable CA certificate"));
                 }
                 Some(Arc::new(store))
             }
@@ -197,25 +236,33 @@ impl Origination {
             .with_custom_certificate_verifier(verifier);
         let config = match &self.client {
             None => builder.with_no_client_auth(),
-            Some((cert, key)) => {
-                let chain = read_certs(cert, "clientCertificate")?;
-                let key = PrivateKeyDer::from_pem_file(key)
-                    .map_err(|e| format!("cannot read privateKey {}: {e}; it must be a PEM private key", key.display()))?;
+            Some(ClientCertificate { cert, key }) => {
+                let cert_what = self.describe(cert, "clientCertificate", "the certificate (tls.crt or cert)");
+                let key_what = self.describe(key, "privateKey", "the private key (tls.key or key)");
+                let chain = read_certs(cert, &cert_what)?;
+                let key = match key {
+                    PemSource::File(path) => PrivateKeyDer::from_pem_file(path),
+                    PemSource::Pem(text) => PrivateKeyDer::from_pem_slice(text.as_bytes()),
+                }
+                .map_err(|e| format!("cannot read {key_what}: {e}; it must be a PEM private key"))?;
                 builder
                     .with_client_auth_cert(chain, key)
-                    .map_err(|e| format!("clientCertificate {} and its privateKey cannot be used: {e}", cert.display()))?
+                    .map_err(|e| format!("{cert_what} and {key_what} cannot be used together: {e}"))?
             }
         };
         Ok(Arc::new(config))
     }
 }
 
-fn read_certs(path: &Path, field: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let certs = CertificateDer::pem_file_iter(path)
-        .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|e| format!("cannot read {field} {}: {e}; it must be a readable PEM file", path.display()))?;
+/// The certificates of `source`, which messages call `what`.
+fn read_certs(source: &PemSource, what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = match source {
+        PemSource::File(path) => CertificateDer::pem_file_iter(path).and_then(|it| it.collect::<Result<Vec<_>, _>>()),
+        PemSource::Pem(text) => CertificateDer::pem_slice_iter(text.as_bytes()).collect::<Result<Vec<_>, _>>(),
+    }
+    .map_err(|e| format!("cannot read {what}: {e}; it must be readable PEM"))?;
     if certs.is_empty() {
-        return Err(format!("{field} {} holds no PEM certificate", path.display()));
+        return Err(format!("{what} holds no PEM certificate"));
     }
     Ok(certs)
 }

@@ -3,14 +3,17 @@
 //! (TLS 1.3, ALPN `istio`, the SNI the config names, the server's SPIFFE ID
 //! checked against the allowed identities), or TLS origination for a
 //! DestinationRule SIMPLE / MUTUAL (server verified against the rule's CA
-//! file and SANs, client certificate for MUTUAL). When a SIMPLE origination's
+//! and SANs, client certificate for MUTUAL; from files or from the Secret
+//! of its `credentialName`). When a SIMPLE origination's
 //! server asks for a client certificate, that is logged: a server that
 //! requires one (nginx `ssl_verify_client on`) refuses the request next.
 
 use crate::proxy::Shared;
 use crate::tls::Origination;
 use rustls_pki_types::ServerName;
+use std::collections::hash_map::DefaultHasher;
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -49,24 +52,27 @@ pub enum UpstreamError {
     OriginationHandshake { addr: SocketAddr, source: io::Error },
 }
 
-/// Round-robin position per service (hostname, port).
+/// Round-robin position per service, by a hash of its hostname and port (a
+/// collision only shares a counter).
 #[derive(Default)]
 pub(crate) struct Balancer {
-    next: Mutex<HashMap<(String, u16), usize>>,
+    next: Mutex<HashMap<u64, usize>>,
 }
 
 impl Balancer {
     /// The next endpoint of `service`, or `None` when it has none.
-    pub(crate) fn pick(&self, service: &OutboundService) -> Option<Endpoint> {
+    pub(crate) fn pick<'s>(&self, service: &'s OutboundService) -> Option<&'s Endpoint> {
         let count = service.endpoints.len();
-        if count == 0 {
-            return None;
+        if count <= 1 {
+            return service.endpoints.first();
         }
+        let mut hasher = DefaultHasher::new();
+        (&service.hostname, service.port).hash(&mut hasher);
         let mut next = self.next.lock().unwrap_or_else(PoisonError::into_inner);
-        let slot = next.entry((service.hostname.clone(), service.port)).or_insert(0);
+        let slot = next.entry(hasher.finish()).or_insert(0);
         let index = *slot % count;
         *slot = index.wrapping_add(1);
-        service.endpoints.get(index).cloned()
+        service.endpoints.get(index)
     }
 }
 
@@ -125,6 +131,7 @@ pub(crate) fn resolve(shared: &Shared, host: &str, port: u16) -> Result<Endpoint
     shared
         .balancer
         .pick(service)
+        .cloned()
         .ok_or_else(|| UpstreamError::NoEndpoint { host: host.to_string(), port })
 }
 
@@ -152,11 +159,11 @@ pub(crate) async fn connect(shared: &Shared, endpoint: &Endpoint) -> Result<Upst
         Ok(Ok(tls)) => tls,
     };
     let session = &tls.get_ref().1;
-    let principal = session
-        .peer_certificates()
-        .and_then(|certs| veil_identity::peer_spiffe_id(certs).ok())
-        .map(|id| id.to_string());
+    let certs = session.peer_certificates().unwrap_or_default();
+    let principal = crate::inbound::peer_leaf(certs).and_then(|leaf| leaf.spiffe_id.clone());
     let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    tracing::debug!(%local, %addr, resumed, "mesh mTLS connected");
     Ok(Upstream { stream: UpstreamStream::Mesh(Box::new(tls)), local, peer: addr, principal, alpn })
 }
 
@@ -193,7 +200,7 @@ async fn originate(
         Ok(Ok(tls)) => tls,
     };
     if asked.load(Ordering::Relaxed) {
-        tracing::warn!(%addr, "TLS origination to {addr}: the server asked for a client certificate and the DestinationRule (tls mode SIMPLE) gives none; a server that requires one refuses the request (nginx answers 400); use tls mode MUTUAL with clientCertificate and privateKey");
+        tracing::warn!(%addr, "TLS origination to {addr}: the server asked for a client certificate and the DestinationRule (tls mode SIMPLE) gives none; a server that requires one refuses the request (nginx answers 400); use tls mode MUTUAL with clientCertificate and privateKey (or a credentialName Secret with tls.crt and tls.key)");
     }
     let alpn = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
     Ok(Upstream { stream: UpstreamStream::Originated(Box::new(tls)), local, peer: addr, principal: None, alpn })

@@ -1,4 +1,5 @@
-//! `veil proxy`: the process that runs inside a pod's network namespace as
+//! `veil proxy`, and the whole of the `veil-sidecar` binary (which includes
+//! this file): the process that runs inside a pod's network namespace as
 //! uid 1337. It proves its identity with a one-time bootstrap token, gets a
 //! certificate from the control plane's CA (its private key never leaves
 //! this process), subscribes to its config, and runs the data plane.
@@ -6,7 +7,13 @@
 //! Everything comes from the environment `veil up` (or an injector) sets:
 //! `VEIL_CA_ADDR`, `VEIL_CA_NAME`, `VEIL_ROOT_CERT` (path), `VEIL_TOKEN`,
 //! `VEIL_SPIFFE_ID`, `VEIL_POD`, `VEIL_NAMESPACE`, `VEIL_RECORDS` (path),
-//! `SECRET_TTL` (seconds, default 86400).
+//! `SECRET_TTL` (seconds, default 86400), `OUTPUT_CERTS` (a directory: Istio's
+//! certificate files for software beside the proxy).
+//!
+//! With `VEIL_CERTS_ONLY=1` only the certificate agent runs (Istio's pilot-agent
+//! with `DISABLE_ENVOY=true`): it gets and rotates the certificate and keeps
+//! `OUTPUT_CERTS` current, with no listeners and no config stream, for a
+//! third-party proxy in a pod without a sidecar (seed 000's gateway).
 //!
 //! Two threads, each with a current-thread runtime: the main thread runs the
 //! data path (listeners, connections); `veil-control` runs the certificate
@@ -25,11 +32,15 @@ use veil_model::ProxyConfig;
 use veil_proxy::{ConfigStreamSettings, Proxy, ProxySettings, SideRuntime};
 
 fn env(name: &str) -> Result<String> {
-    std::env::var(name).with_context(|| format!("{name} is not set; `veil proxy` is started by `veil up` with its environment"))
+    std::env::var(name).with_context(|| format!("{name} is not set; `veil proxy` (or `veil-sidecar`) is started by `veil up` with its environment"))
 }
 
-/// Runs the proxy until SIGTERM/SIGINT on its two runtimes (module doc).
+/// Runs the proxy until SIGTERM/SIGINT on its two runtimes (module doc), or
+/// only the certificate agent when `VEIL_CERTS_ONLY` is set.
 pub fn main() -> Result<()> {
+    if std::env::var_os("VEIL_CERTS_ONLY").is_some() {
+        return certs_only();
+    }
     let side = SideRuntime::start("veil-control").context("cannot start the proxy's control thread")?;
     let control = side.handle().clone();
     let data = veil_proxy::data_plane_runtime()?;
@@ -46,12 +57,45 @@ pub fn main() -> Result<()> {
 /// The workload certificate (kept rotated), the config stream and the trust bundle.
 type Inputs = (watch::Receiver<Arc<WorkloadCertificate>>, watch::Receiver<Arc<ProxyConfig>>, TrustBundle);
 
+/// The certificate agent alone: writes `OUTPUT_CERTS` and keeps it current
+/// until SIGTERM/SIGINT.
+fn certs_only() -> Result<()> {
+    if std::env::var_os("OUTPUT_CERTS").is_none() {
+        anyhow::bail!("VEIL_CERTS_ONLY is set without OUTPUT_CERTS; set OUTPUT_CERTS to the directory for key.pem, cert-chain.pem and root-cert.pem");
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(async {
+        let (_certs, _, _) = identity().await?;
+        shutdown_signal().await;
+        Ok(())
+    })
+}
+
 /// Gets the first certificate and config; the rotation and the stream keep
 /// running on the runtime this is spawned on.
 async fn identity_and_config() -> Result<Inputs> {
+    let (certs, ca, root_pem) = identity().await?;
+    let bundle = TrustBundle::from_pem(&root_pem)?;
+    let config = veil_proxy::watch_config(
+        ConfigStreamSettings {
+            address: ca.address.clone(),
+            server_name: ca.server_name.clone(),
+            root_pem,
+            pod: env("VEIL_POD")?,
+            namespace: env("VEIL_NAMESPACE")?,
+        },
+        certs.clone(),
+    )
+    .await?;
+    Ok((certs, config, bundle))
+}
+
+/// Gets the first workload certificate and keeps it rotated (and written to
+/// `OUTPUT_CERTS` when set) on the runtime this runs on. Returns the
+/// certificate, the CA client settings and the mesh root (PEM).
+async fn identity() -> Result<(watch::Receiver<Arc<WorkloadCertificate>>, CaClientConfig, String)> {
     let root_path = env("VEIL_ROOT_CERT")?;
     let root_pem = std::fs::read_to_string(&root_path).with_context(|| format!("reading mesh root {root_path}"))?;
-    let bundle = TrustBundle::from_pem(&root_pem)?;
     let id: SpiffeId = env("VEIL_SPIFFE_ID")?.parse()?;
     let ttl = Duration::from_secs(std::env::var("SECRET_TTL").ok().and_then(|s| s.parse().ok()).unwrap_or(86_400));
     let ca = CaClientConfig { address: env("VEIL_CA_ADDR")?, server_name: env("VEIL_CA_NAME")?, root_pem: root_pem.clone() };
@@ -74,18 +118,7 @@ async fn identity_and_config() -> Result<Inputs> {
     if let Some(dir) = std::env::var_os("OUTPUT_CERTS") {
         spawn_output_certs(dir.into(), certs.clone(), root_pem.clone());
     }
-    let config = veil_proxy::watch_config(
-        ConfigStreamSettings {
-            address: ca.address.clone(),
-            server_name: ca.server_name.clone(),
-            root_pem,
-            pod: env("VEIL_POD")?,
-            namespace: env("VEIL_NAMESPACE")?,
-        },
-        certs.clone(),
-    )
-    .await?;
-    Ok((certs, config, bundle))
+    Ok((certs, ca, root_pem))
 }
 
 fn settings() -> ProxySettings {
