@@ -6,5 +6,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ "$(id -u)" -eq 0 ]] || { echo "demo: run as root (sudo $0): veil up creates network namespaces" >&2; exit 1; }
 bash scripts/install-deps.sh
-cargo build --release --bin veil
+cargo build --release -p veil   # `veil` and the proxy-only `veil-sidecar` it starts in each pod
 exec ./target/release/veil up examples/pii-demo "$@"
