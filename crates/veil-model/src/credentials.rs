@@ -266,7 +266,8 @@ fn from_secret(reference: &str, mode: GatewayTlsMode, at: Lookup<'_>) -> Result<
 mod tests {
     use super::*;
 
-    fn secret(ns: &str, name: &str, keys: &[(&str, &str)]) -> CredentialSecret {
+    /// A Secret with string values (also used by the origination tests).
+    pub(crate) fn secret(ns: &str, name: &str, keys: &[(&str, &str)]) -> CredentialSecret {
         CredentialSecret {
             namespace: ns.into(),
             name: name.into(),

@@ -6,15 +6,13 @@
 
 mod common;
 
-use common::netns::NsRuntime;
+use common::netns::{NetnsPair, NsRuntime};
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -26,73 +24,6 @@ use veil_model::*;
 const SIMPLE_PORT: u16 = 8443;
 const MUTUAL_PORT: u16 = 8444;
 const SERVER_NAME: &str = "server.test";
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn run(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
-/// Namespaces `a` (client, outbound interception) and `b` (plain servers,
-/// no interception) joined by a veth; deleted on drop.
-struct Pair {
-    a: String,
-    b: String,
-    ip_a: Ipv4Addr,
-    ip_b: Ipv4Addr,
-}
-
-impl Pair {
-    fn create() -> Pair {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id() % 100_000;
-        let pair = Pair {
-            a: format!("vor{pid}-{n}a"),
-            b: format!("vor{pid}-{n}b"),
-            ip_a: Ipv4Addr::new(10, 214, (n % 250) as u8, 1),
-            ip_b: Ipv4Addr::new(10, 214, (n % 250) as u8, 2),
-        };
-        if let Err(e) = pair.setup(pid, n) {
-            panic!("network namespace setup failed: {e}");
-        }
-        pair
-    }
-
-    fn setup(&self, pid: u32, n: u32) -> Result<(), String> {
-        let (va, vb) = (format!("vo{pid}x{n}a"), format!("vo{pid}x{n}b"));
-        run(&["ip", "netns", "add", &self.a])?;
-        run(&["ip", "netns", "add", &self.b])?;
-        run(&["ip", "link", "add", &va, "netns", &self.a, "type", "veth", "peer", "name", &vb, "netns", &self.b])?;
-        for (ns, dev, ip, gw) in [(&self.a, &va, self.ip_a, self.ip_b), (&self.b, &vb, self.ip_b, self.ip_a)] {
-            run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev])?;
-            run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-            run(&["ip", "-n", ns, "route", "add", "default", "via", &gw.to_string()])?;
-        }
-        for rule in [
-            "-A OUTPUT -p tcp -m owner --uid-owner 1337 -j RETURN",
-            "-A OUTPUT -p tcp -d 127.0.0.1/32 -j RETURN",
-            "-A OUTPUT -p tcp -j REDIRECT --to-ports 15001",
-        ] {
-            let mut args = vec!["ip", "netns", "exec", self.a.as_str(), "iptables", "-w", "-t", "nat"];
-            args.extend(rule.split(' '));
-            run(&args)?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "del", &self.a]);
-        let _ = run(&["ip", "netns", "del", &self.b]);
-    }
-}
 
 /// CAs, server and client certificates as PEM files readable by uid 1337.
 struct Pki {
@@ -175,7 +106,7 @@ struct Setup {
     client: Sidecar,
     app: NsRuntime,
     _servers: NsRuntime,
-    pair: Pair,
+    pair: NetnsPair,
     _dir: tempfile::TempDir,
 }
 
@@ -189,7 +120,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
         let pki = Pki::create(dir.path());
-        let pair = Pair::create();
+        let pair = NetnsPair::create_client_only();
         let servers = NsRuntime::start(&pair.b, None);
         servers.spawn(tls_echo(SIMPLE_PORT, pki.server_config(None)));
         servers.spawn(tls_echo(MUTUAL_PORT, pki.server_config(Some("client-ca.pem"))));

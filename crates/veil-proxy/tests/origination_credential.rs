@@ -9,14 +9,12 @@
 
 mod common;
 
-use common::netns::NsRuntime;
+use common::netns::{NetnsPair, NsRuntime};
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -29,73 +27,6 @@ const SIMPLE_PORT: u16 = 9443;
 const MUTUAL_PORT: u16 = 9444;
 const SERVER_NAME: &str = "external.test";
 const SECRET: &str = "Secret istio-system/client-credential";
-
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn run(args: &[&str]) -> Result<(), String> {
-    let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{args:?}: {e}"))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!("{args:?}: {}", String::from_utf8_lossy(&out.stderr)))
-    }
-}
-
-/// Namespaces `a` (proxy, outbound interception) and `b` (plain TLS
-/// servers, no interception) joined by a veth; deleted on drop.
-struct Pair {
-    a: String,
-    b: String,
-    ip_a: Ipv4Addr,
-    ip_b: Ipv4Addr,
-}
-
-impl Pair {
-    fn create() -> Pair {
-        let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id() % 100_000;
-        let pair = Pair {
-            a: format!("vcr{pid}-{n}a"),
-            b: format!("vcr{pid}-{n}b"),
-            ip_a: Ipv4Addr::new(10, 216, (n % 250) as u8, 1),
-            ip_b: Ipv4Addr::new(10, 216, (n % 250) as u8, 2),
-        };
-        if let Err(e) = pair.setup(pid, n) {
-            panic!("network namespace setup failed: {e}");
-        }
-        pair
-    }
-
-    fn setup(&self, pid: u32, n: u32) -> Result<(), String> {
-        let (va, vb) = (format!("vc{pid}x{n}a"), format!("vc{pid}x{n}b"));
-        run(&["ip", "netns", "add", &self.a])?;
-        run(&["ip", "netns", "add", &self.b])?;
-        run(&["ip", "link", "add", &va, "netns", &self.a, "type", "veth", "peer", "name", &vb, "netns", &self.b])?;
-        for (ns, dev, ip, gw) in [(&self.a, &va, self.ip_a, self.ip_b), (&self.b, &vb, self.ip_b, self.ip_a)] {
-            run(&["ip", "-n", ns, "addr", "add", &format!("{ip}/24"), "dev", dev])?;
-            run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
-            run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
-            run(&["ip", "-n", ns, "route", "add", "default", "via", &gw.to_string()])?;
-        }
-        for rule in [
-            "-A OUTPUT -p tcp -m owner --uid-owner 1337 -j RETURN",
-            "-A OUTPUT -p tcp -d 127.0.0.1/32 -j RETURN",
-            "-A OUTPUT -p tcp -j REDIRECT --to-ports 15001",
-        ] {
-            let mut args = vec!["ip", "netns", "exec", self.a.as_str(), "iptables", "-w", "-t", "nat"];
-            args.extend(rule.split(' '));
-            run(&args)?;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Pair {
-    fn drop(&mut self) {
-        let _ = run(&["ip", "netns", "del", &self.a]);
-        let _ = run(&["ip", "netns", "del", &self.b]);
-    }
-}
 
 /// The PEM a Secret would hold: the server's CA, another CA, a client
 /// certificate the MUTUAL server accepts and one it does not.
@@ -192,7 +123,7 @@ struct Setup {
     proxy: Sidecar,
     app: NsRuntime,
     _servers: NsRuntime,
-    pair: Pair,
+    pair: NetnsPair,
     pki: Pki,
     _dir: tempfile::TempDir,
 }
@@ -203,7 +134,7 @@ impl Setup {
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
         let pki = Pki::create();
-        let pair = Pair::create();
+        let pair = NetnsPair::create_client_only();
         let servers = NsRuntime::start(&pair.b, None);
         servers.spawn(tls_echo(SIMPLE_PORT, pki.server_config(None)));
         servers.spawn(tls_echo(MUTUAL_PORT, pki.server_config(Some(&pki.client_ca))));
@@ -227,7 +158,7 @@ impl Setup {
 
     /// One service per case; service 2 (MUTUAL) gets `mutual`, the Secret
     /// under test.
-    fn config(pair: &Pair, pki: &Pki, version: u64, mutual: UpstreamTls) -> ProxyConfig {
+    fn config(pair: &NetnsPair, pki: &Pki, version: u64, mutual: UpstreamTls) -> ProxyConfig {
         let bad_key = (pki.client.0.clone(), "not a key".to_string());
         let cases = [
             (1, SIMPLE_PORT, credential(&pki.server_ca, None)),

@@ -129,13 +129,7 @@ pub fn missing_everywhere(secrets: &[CredentialSecret], reference: &str, mutual:
 mod tests {
     use super::*;
 
-    fn secret(ns: &str, name: &str, keys: &[(&str, &str)]) -> CredentialSecret {
-        CredentialSecret {
-            namespace: ns.into(),
-            name: name.into(),
-            data: keys.iter().map(|(k, v)| (k.to_string(), v.as_bytes().to_vec())).collect(),
-        }
-    }
+    use crate::credentials::tests::secret;
 
     fn at(secrets: &[CredentialSecret]) -> OriginationLookup<'_> {
         OriginationLookup { proxy_namespace: "istio-system", rule_namespace: "app", secrets }

@@ -29,7 +29,18 @@ pub struct NetnsPair {
 }
 
 impl NetnsPair {
+    /// Interception in both namespaces (a pod with a sidecar on each side).
     pub fn create() -> NetnsPair {
+        Self::create_with(true)
+    }
+
+    /// Interception in `a` only: `b` holds plain servers outside the mesh
+    /// (TLS origination tests).
+    pub fn create_client_only() -> NetnsPair {
+        Self::create_with(false)
+    }
+
+    fn create_with(intercept_b: bool) -> NetnsPair {
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
         let pid = std::process::id() % 100_000;
         let pair = NetnsPair {
@@ -38,13 +49,13 @@ impl NetnsPair {
             ip_a: Ipv4Addr::new(10, 213, (n % 250) as u8, 1),
             ip_b: Ipv4Addr::new(10, 213, (n % 250) as u8, 2),
         };
-        if let Err(e) = pair.setup(pid, n) {
+        if let Err(e) = pair.setup(pid, n, intercept_b) {
             panic!("network namespace setup failed: {e}");
         }
         pair
     }
 
-    fn setup(&self, pid: u32, n: u32) -> Result<(), String> {
+    fn setup(&self, pid: u32, n: u32, intercept_b: bool) -> Result<(), String> {
         let (va, vb) = (format!("vp{pid}x{n}a"), format!("vp{pid}x{n}b"));
         run(&["ip", "netns", "add", &self.a])?;
         run(&["ip", "netns", "add", &self.b])?;
@@ -54,6 +65,9 @@ impl NetnsPair {
             run(&["ip", "-n", ns, "link", "set", dev, "up"])?;
             run(&["ip", "-n", ns, "link", "set", "lo", "up"])?;
             run(&["ip", "-n", ns, "route", "add", "default", "via", &gw.to_string()])?;
+            if *ns == self.b && !intercept_b {
+                continue;
+            }
             let ipt = |rule: &str| {
                 let mut args = vec!["ip", "netns", "exec", ns.as_str(), "iptables", "-w", "-t", "nat"];
                 args.extend(rule.split(' '));
