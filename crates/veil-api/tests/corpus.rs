@@ -7,8 +7,8 @@ use veil_api::{
     fill_template, load_str, snapshot_from_str, AnyResource, ClientTlsMode, MtlsMode, Snapshot,
 };
 
-const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio-cases");
-const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/seeds-yaml");
+const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/istio-cases");
+const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/seeds-yaml");
 
 fn files(dir: &str, suffix: &str) -> Vec<PathBuf> {
     let entries =

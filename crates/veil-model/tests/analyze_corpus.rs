@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use veil_api::{fill_template, snapshot_from_str, Snapshot};
 use veil_model::analyze::{analyze, analyze_with, Finding};
 
-const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio-cases");
-const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/seeds-yaml");
+const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/istio-cases");
+const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/seeds-yaml");
 const PII_DEMO: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/pii-demo");
 
 /// (file, [(code, line)]) for every file that gives findings; every other file gives none.

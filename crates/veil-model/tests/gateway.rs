@@ -11,7 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 use veil_model::*;
 
-const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/seeds-yaml");
+const SEEDS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/seeds-yaml");
 
 fn seed(name: &str) -> String {
     std::fs::read_to_string(Path::new(SEEDS).join(name)).unwrap_or_else(|e| panic!("{name}: {e}"))

@@ -19,7 +19,7 @@ use veil_audit::{FlowClass, PodAddress, Report};
 
 const NS: &str = "reach";
 const ROOT_NS: &str = "istio-system";
-const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio-cases");
+const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/istio-cases");
 /// Deadline of one call, seconds (call.py caps it at 5).
 const CALL_TIMEOUT_S: &str = "5";
 

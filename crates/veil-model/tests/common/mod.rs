@@ -1,6 +1,6 @@
 //! Fixture for the policy tests: Istio's echo apps (`a`, `b` with sidecars,
 //! `naked` without) as Services + Deployments, the real cases of
-//! `shared/istio-cases`, a `MeshInput` built the way `veil up` builds it, and
+//! `testdata/istio-cases`, a `MeshInput` built the way `veil up` builds it, and
 //! a reachability oracle that combines the client's `UpstreamTls` with the
 //! server's inbound mode (spec §1.1 table).
 #![allow(dead_code)]
@@ -12,7 +12,7 @@ use veil_api::{fill_template, snapshot_from_str, Snapshot};
 use veil_model::from_api;
 use veil_model::*;
 
-pub const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/istio-cases");
+pub const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/istio-cases");
 pub const NS: &str = "echo1";
 pub const ROOT: &str = "istio-system";
 
