@@ -3,7 +3,8 @@
 //! joined from the proxies' connection records.
 
 use crate::classify::{is_istio_alpn, opening, Opening};
-use crate::records::principals;
+use crate::framing::is_tls_framing;
+use crate::records::{join, Joined};
 use crate::tracker::{track, TrackedFlow};
 use crate::{AuditError, Report};
 use serde::Serialize;
@@ -24,11 +25,14 @@ pub struct PodAddress {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum FlowClass {
-    /// TLS whose ClientHello offers an ALPN starting with `istio`.
+    /// TLS whose ClientHello offers an ALPN starting with `istio`, or TLS
+    /// records seen mid-stream on a connection the proxies recorded as
+    /// `mesh-mtls`.
     MeshMtls,
     /// Any other TLS.
     Tls,
-    /// Not TLS (including flows that carried no client bytes).
+    /// Not TLS (including flows that carried no client bytes, and flows
+    /// joined mid-stream whose bytes are not TLS records).
     Plaintext,
 }
 
@@ -66,6 +70,11 @@ pub struct Flow {
     pub source_principal: Option<String>,
     /// SPIFFE ID of the server, from the connection records.
     pub destination_principal: Option<String>,
+    /// Whether the capture joined the connection after it started (no SYN,
+    /// or the first bytes lost) and saw no ClientHello: the class then comes
+    /// from the TLS record framing of the bytes, and `mesh-mtls` from the
+    /// proxies' connection records.
+    pub mid_stream: bool,
 }
 
 impl Flow {
@@ -78,6 +87,17 @@ impl Flow {
     /// Total payload bytes in both directions.
     pub fn bytes(&self) -> u64 {
         self.bytes_to_server.saturating_add(self.bytes_to_client)
+    }
+
+    /// A remark on how the flow was classified: `handshake not captured`
+    /// for TLS joined mid-stream, `start not captured` for plaintext joined
+    /// mid-stream.
+    pub fn note(&self) -> Option<&'static str> {
+        match (self.mid_stream, self.class) {
+            (false, _) => None,
+            (true, FlowClass::Plaintext) => Some("start not captured"),
+            (true, _) => Some("handshake not captured"),
+        }
     }
 }
 
@@ -111,17 +131,25 @@ fn to_flow(
     pod_of: &impl Fn(SocketAddr) -> Option<String>,
     records: &[ConnectionRecord],
 ) -> Flow {
-    let (class, alpn, sni) = match opening(&tracked.to_server.head) {
+    let start_ms = u64::try_from(tracked.start.as_millis()).unwrap_or(u64::MAX);
+    let joined = join(records, tracked.client, tracked.server, start_ms);
+    let opening = opening(&tracked.to_server.head);
+    let mid_stream =
+        !matches!(opening, Opening::ClientHello { .. }) && !tracked.to_server.head_at_start();
+    let (class, alpn, sni) = match opening {
         Opening::ClientHello { alpn, sni } if is_istio_alpn(&alpn) => {
             (FlowClass::MeshMtls, alpn, sni)
         }
         Opening::ClientHello { alpn, sni } => (FlowClass::Tls, alpn, sni),
+        _ if mid_stream => (mid_stream_class(tracked, &joined), Vec::new(), None),
         Opening::TlsUnreadable => (FlowClass::Tls, Vec::new(), None),
         Opening::NotTls => (FlowClass::Plaintext, Vec::new(), None),
     };
-    let start_ms = u64::try_from(tracked.start.as_millis()).unwrap_or(u64::MAX);
-    let (source_principal, destination_principal) =
-        principals(records, tracked.client, tracked.server, start_ms);
+    let Joined {
+        source_principal,
+        destination_principal,
+        ..
+    } = joined;
     Flow {
         client: tracked.client,
         server: tracked.server,
@@ -134,5 +162,20 @@ fn to_flow(
         sni,
         source_principal,
         destination_principal,
+        mid_stream,
+    }
+}
+
+/// The class of a flow joined after its handshake: TLS when every captured
+/// direction is TLS record framing (and at least one carried bytes), mesh
+/// mTLS when the proxies also recorded it so; otherwise plaintext.
+fn mid_stream_class(tracked: &TrackedFlow, joined: &Joined) -> FlowClass {
+    let heads = [&tracked.to_server.head, &tracked.to_client.head];
+    let seen: Vec<&Vec<u8>> = heads.into_iter().filter(|h| !h.is_empty()).collect();
+    let tls = !seen.is_empty() && seen.iter().all(|head| is_tls_framing(head));
+    match (tls, joined.mesh_mtls) {
+        (false, _) => FlowClass::Plaintext,
+        (true, true) => FlowClass::MeshMtls,
+        (true, false) => FlowClass::Tls,
     }
 }

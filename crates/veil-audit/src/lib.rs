@@ -5,7 +5,8 @@
 //!
 //! The pipeline is: [`Capture`] (tcpdump or dumpcap writing a pcap file) →
 //! [`analyze`] (pcap/pcapng decoding, per-direction TCP reassembly,
-//! ClientHello classification, records join) → [`Report`]; [`grep`] searches
+//! ClientHello classification, TLS record framing for flows the capture
+//! joined mid-stream, records join) → [`Report`]; [`grep`] searches
 //! the same capture for a text sent in clear.
 #![forbid(unsafe_code)]
 
@@ -13,6 +14,7 @@ mod capture;
 mod classify;
 mod error;
 mod flow;
+mod framing;
 mod grep;
 mod packets;
 mod records;

@@ -46,17 +46,29 @@ pub fn read_records(dir: &Path) -> Result<Vec<ConnectionRecord>, AuditError> {
     Ok(records)
 }
 
-/// The principals (source, destination) of the flow between `client` and
-/// `server` that started at `start_ms` (Unix ms): the inbound record gives
-/// the source principal, the outbound record the destination principal,
-/// each falling back to the other record. When the 4-tuple was reused, the
-/// records closest in time to the flow's start are used.
-pub(crate) fn principals(
+/// What the proxies recorded about one captured flow.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Joined {
+    /// SPIFFE ID of the client side.
+    pub source_principal: Option<String>,
+    /// SPIFFE ID of the server side.
+    pub destination_principal: Option<String>,
+    /// Whether a proxy recorded the connection as `mesh-mtls`.
+    pub mesh_mtls: bool,
+}
+
+/// The records of the flow between `client` and `server` that started at
+/// `start_ms` (Unix ms): the inbound record gives the source principal, the
+/// outbound record the destination principal, each falling back to the
+/// other record; either record saying `mesh-mtls` marks the connection as
+/// mesh mTLS. When the 4-tuple was reused, the records closest in time to
+/// the flow's start are used.
+pub(crate) fn join(
     records: &[ConnectionRecord],
     client: SocketAddr,
     server: SocketAddr,
     start_ms: u64,
-) -> (Option<String>, Option<String>) {
+) -> Joined {
     let closest = |direction: &str| {
         records
             .iter()
@@ -66,11 +78,19 @@ pub(crate) fn principals(
     };
     let inbound = closest("inbound");
     let outbound = closest("outbound");
-    let source = inbound
+    let source_principal = inbound
         .and_then(|r| r.source_principal.clone())
         .or_else(|| outbound.and_then(|r| r.source_principal.clone()));
-    let destination = outbound
+    let destination_principal = outbound
         .and_then(|r| r.destination_principal.clone())
         .or_else(|| inbound.and_then(|r| r.destination_principal.clone()));
-    (source, destination)
+    let mesh_mtls = [inbound, outbound]
+        .into_iter()
+        .flatten()
+        .any(|r| r.security == "mesh-mtls");
+    Joined {
+        source_principal,
+        destination_principal,
+        mesh_mtls,
+    }
 }

@@ -10,7 +10,14 @@ pub struct Report {
     pub flows: Vec<Flow>,
 }
 
-const HEADERS: [&str; 5] = ["SOURCE", "DESTINATION", "BYTES", "CLASS", "IDENTITIES"];
+const HEADERS: [&str; 6] = [
+    "SOURCE",
+    "DESTINATION",
+    "BYTES",
+    "CLASS",
+    "IDENTITIES",
+    "NOTE",
+];
 
 fn source(flow: &Flow) -> String {
     flow.client_pod
@@ -38,10 +45,11 @@ fn identities(flow: &Flow) -> String {
 
 impl Report {
     /// The flows as a table with columns SOURCE, DESTINATION (pod:port),
-    /// BYTES (both directions), CLASS and IDENTITIES (source → destination
-    /// SPIFFE IDs), aligned like `kubectl get`.
+    /// BYTES (both directions), CLASS, IDENTITIES (source → destination
+    /// SPIFFE IDs) and NOTE ([`Flow::note`], e.g. `handshake not captured`),
+    /// aligned like `kubectl get`.
     pub fn table(&self) -> String {
-        let rows: Vec<[String; 5]> = self
+        let rows: Vec<[String; 6]> = self
             .flows
             .iter()
             .map(|f| {
@@ -51,6 +59,7 @@ impl Report {
                     f.bytes().to_string(),
                     f.class.to_string(),
                     identities(f),
+                    f.note().unwrap_or("-").to_string(),
                 ]
             })
             .collect();
@@ -80,7 +89,8 @@ impl Report {
     }
 
     /// The flows as JSON: `{"flows": [...], "unencrypted_pod_flows": N}`;
-    /// each flow has the [`Flow`] fields plus `bytes` and `pod_to_pod`.
+    /// each flow has the [`Flow`] fields plus `bytes`, `pod_to_pod` and
+    /// `note` (null when there is none).
     pub fn to_json(&self) -> serde_json::Value {
         let flows: Vec<serde_json::Value> = self
             .flows
@@ -90,6 +100,7 @@ impl Report {
                 if let Some(object) = value.as_object_mut() {
                     object.insert("bytes".into(), json!(f.bytes()));
                     object.insert("pod_to_pod".into(), json!(f.is_pod_to_pod()));
+                    object.insert("note".into(), json!(f.note()));
                 }
                 value
             })

@@ -22,8 +22,17 @@ pub(crate) struct ByteStream {
     /// Out-of-order segments by offset.
     pending: BTreeMap<i64, Vec<u8>>,
     pending_bytes: usize,
-    /// The first bytes of the stream, at most [`HEAD_LIMIT`].
+    /// The first contiguous bytes captured, at most [`HEAD_LIMIT`]; they end
+    /// at the first gap given up as lost.
     pub head: Vec<u8>,
+    /// Whether no more bytes go into `head` (a gap was given up after it
+    /// started).
+    head_closed: bool,
+    /// Whether the SYN fixed where the stream's data starts.
+    syn_seen: bool,
+    /// Whether `head` begins at the stream's first byte; `None` until the
+    /// first byte is delivered.
+    head_at_start: Option<bool>,
     /// Bytes delivered in order (retransmissions counted once).
     pub total: u64,
     /// Bytes never seen (gaps given up).
@@ -60,7 +69,15 @@ impl ByteStream {
     pub fn syn(&mut self, seq: u32) {
         if !self.has_data() {
             self.next_seq = Some(seq.wrapping_add(1));
+            self.syn_seen = true;
         }
+    }
+
+    /// Whether [`ByteStream::head`] is known to begin at the stream's first
+    /// byte: the SYN was captured and no bytes before the head were lost.
+    /// False for a connection the capture joined mid-stream.
+    pub fn head_at_start(&self) -> bool {
+        self.head_at_start.unwrap_or(self.syn_seen)
     }
 
     /// Adds a segment's payload starting at sequence number `seq`.
@@ -116,6 +133,9 @@ impl ByteStream {
         if first > self.next {
             let gap = first - self.next;
             self.lost += u64::try_from(gap).unwrap_or(0);
+            if !self.head.is_empty() {
+                self.head_closed = true;
+            }
             self.advance(gap);
             self.tail.clear();
         }
@@ -149,9 +169,12 @@ impl ByteStream {
     }
 
     fn deliver(&mut self, bytes: &[u8]) {
+        if self.head_at_start.is_none() {
+            self.head_at_start = Some(self.syn_seen && self.next == 0);
+        }
         self.total += bytes.len() as u64;
         self.advance(i64::try_from(bytes.len()).unwrap_or(i64::MAX));
-        if self.head.len() < HEAD_LIMIT {
+        if !self.head_closed && self.head.len() < HEAD_LIMIT {
             let room = HEAD_LIMIT - self.head.len();
             self.head
                 .extend_from_slice(bytes.get(..room).unwrap_or(bytes));
@@ -185,6 +208,7 @@ mod tests {
         s.push(base, b"abc"); // pure retransmission
         s.finish();
         assert_eq!(s.head, b"abcdeSECRET!");
+        assert!(s.head_at_start());
         assert_eq!(s.total, 12);
         assert_eq!(s.lost, 0);
         assert!(s.found);
@@ -199,5 +223,18 @@ mod tests {
         assert_eq!(s.total, 6);
         assert_eq!(s.lost, 7);
         assert!(!s.found);
+        assert_eq!(s.head, b"SEC", "the head ends at the gap");
+        assert!(!s.head_at_start(), "no SYN: joined mid-stream");
+    }
+
+    #[test]
+    fn lost_first_segment_after_syn_means_mid_stream() {
+        let mut s = ByteStream::default();
+        s.syn(99);
+        s.push(110, b"later");
+        s.finish();
+        assert_eq!(s.lost, 10);
+        assert_eq!(s.head, b"later");
+        assert!(!s.head_at_start());
     }
 }
