@@ -10,16 +10,13 @@
 mod common;
 
 use common::netns::{NetnsPair, NsRuntime};
+use common::tls_server::{self, tls_echo};
 use common::*;
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair, KeyUsagePurpose};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
+use tokio::net::TcpStream;
 use veil_identity::{CertificateAuthority, TrustDomain};
 use veil_model::*;
 
@@ -67,39 +64,7 @@ impl Pki {
     /// A server config presenting `server`; with `client_ca`, client
     /// certificates signed by it are required.
     fn server_config(&self, client_ca: Option<&str>) -> Arc<rustls::ServerConfig> {
-        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let chain: Vec<CertificateDer<'static>> =
-            CertificateDer::pem_slice_iter(self.server.0.as_bytes()).map(Result::unwrap).collect();
-        let key = PrivateKeyDer::from_pem_slice(self.server.1.as_bytes()).unwrap();
-        let builder = rustls::ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
-        let config = match client_ca {
-            None => builder.with_no_client_auth().with_single_cert(chain, key),
-            Some(ca) => {
-                let mut roots = rustls::RootCertStore::empty();
-                for c in CertificateDer::pem_slice_iter(ca.as_bytes()) {
-                    roots.add(c.unwrap()).unwrap();
-                }
-                let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
-                builder.with_client_cert_verifier(verifier).with_single_cert(chain, key)
-            }
-        };
-        Arc::new(config.unwrap())
-    }
-}
-
-/// TLS echo server: copies what it reads back until EOF.
-async fn tls_echo(port: u16, config: Arc<rustls::ServerConfig>) {
-    let listener = TcpListener::bind(("0.0.0.0", port)).await.unwrap();
-    let acceptor = TlsAcceptor::from(config);
-    loop {
-        let Ok((tcp, _)) = listener.accept().await else { return };
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            let Ok(Ok(tls)) = tokio::time::timeout(Duration::from_secs(5), acceptor.accept(tcp)).await else { return };
-            let (mut r, mut w) = tokio::io::split(tls);
-            let _ = tokio::io::copy(&mut r, &mut w).await;
-            let _ = w.shutdown().await;
-        });
+        tls_server::server_config(self.server.0.as_bytes(), self.server.1.as_bytes(), client_ca.map(str::as_bytes))
     }
 }
 

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod netns;
+pub mod tls_server;
 
 use netns::{NetnsPair, NsRuntime};
 use std::io::Write;
