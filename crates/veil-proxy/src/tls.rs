@@ -9,7 +9,6 @@
 
 use crate::ProxyError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
-use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::server::ParsedCertificate;
@@ -227,7 +226,7 @@ impl Origination {
         let verifier = Arc::new(OriginationVerifier {
             roots,
             subject_alt_names: self.subject_alt_names.clone(),
-            provider: provider.clone(),
+            signatures: veil_identity::HandshakeSignatures::default(),
         });
         let builder = ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -298,7 +297,7 @@ impl TlsConfigs {
 struct OriginationVerifier {
     roots: Option<Arc<RootCertStore>>,
     subject_alt_names: Vec<String>,
-    provider: Arc<CryptoProvider>,
+    signatures: veil_identity::HandshakeSignatures,
 }
 
 /// The SANs of a certificate as strings: DNS names, IP addresses, URIs.
@@ -338,7 +337,7 @@ impl ServerCertVerifier for OriginationVerifier {
             roots,
             intermediates,
             now,
-            self.provider.signature_verification_algorithms.all,
+            self.signatures.algorithms().all,
         )?;
         if self.subject_alt_names.is_empty() {
             rustls::client::verify_server_name(&cert, server_name)?;
@@ -365,7 +364,7 @@ impl ServerCertVerifier for OriginationVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.tls12(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -374,10 +373,10 @@ impl ServerCertVerifier for OriginationVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        self.signatures.tls13(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
-        self.provider.signature_verification_algorithms.supported_schemes()
+        self.signatures.schemes()
     }
 }
