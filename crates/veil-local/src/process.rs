@@ -274,6 +274,17 @@ pub(crate) fn kill_netns_pids(netns: &str, grace: Duration) -> Result<usize, Loc
     Ok(pids.len())
 }
 
+/// The (uid, gid) a workload process switches to: `None, None` for `root`
+/// or `0` (the process keeps running as root), else [`resolve_user`].
+/// Errors with [`LocalError::Name`] when the user does not exist.
+pub fn run_as(user: &str) -> Result<(Option<u32>, Option<u32>), LocalError> {
+    if user == "root" || user == "0" {
+        return Ok((None, None));
+    }
+    let (uid, gid) = resolve_user(user)?;
+    Ok((Some(uid), Some(gid)))
+}
+
 /// Looks up a user name (or numeric uid) and returns (uid, gid).
 /// Errors with [`LocalError::Name`] when the user does not exist.
 pub fn resolve_user(name: &str) -> Result<(u32, u32), LocalError> {

@@ -16,7 +16,7 @@ use super::state::ExternalState;
 use super::UpError;
 use crate::journal::Journal;
 use crate::net::{Bridge, Host};
-use crate::process::{resolve_user, spawn, ProcessSpec};
+use crate::process::{run_as, spawn, ProcessSpec};
 
 /// Network namespace of an external workload.
 pub fn netns_name(e: &ExternalPlan) -> String {
@@ -52,12 +52,7 @@ pub async fn start(
         env.insert("VEIL_POD_IP".into(), e.address.to_string());
         env.insert("VEIL_POD_DIR".into(), dir.display().to_string());
         env.insert("VEIL_EXAMPLE_DIR".into(), options.dir.display().to_string());
-        let (uid, gid) = if e.run.user == "root" || e.run.user == "0" {
-            (None, None)
-        } else {
-            let (u, g) = resolve_user(&e.run.user).map_err(UpError::Local)?;
-            (Some(u), Some(g))
-        };
+        let (uid, gid) = run_as(&e.run.user).map_err(UpError::Local)?;
         let Some((program, args)) = e.run.command.split_first() else { continue };
         let spec = ProcessSpec {
             program: program.into(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::UpError;
 use crate::journal::Journal;
-use crate::process::{resolve_user, spawn, LocalProcess, ProcessSpec};
+use crate::process::{run_as, spawn, LocalProcess, ProcessSpec};
 use crate::runtime_file::RuntimeWorkload;
 
 /// The files the agent writes (veil-identity's export layout).
@@ -42,12 +42,7 @@ pub fn start(
     dir: &Path,
     log_path: PathBuf,
 ) -> Result<LocalProcess, UpError> {
-    let (uid, gid) = if run.user == "root" || run.user == "0" {
-        (None, None)
-    } else {
-        let (u, g) = resolve_user(&run.user).map_err(UpError::Local)?;
-        (Some(u), Some(g))
-    };
+    let (uid, gid) = run_as(&run.user).map_err(UpError::Local)?;
     {
         use std::os::unix::fs::PermissionsExt;
         std::fs::create_dir_all(dir).map_err(|e| UpError::Io(dir.to_path_buf(), e))?;

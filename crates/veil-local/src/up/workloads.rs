@@ -11,7 +11,7 @@ use super::run::UpOptions;
 use super::state::PodState;
 use super::UpError;
 use crate::journal::Journal;
-use crate::process::{resolve_user, spawn, ProcessSpec};
+use crate::process::{run_as, spawn, ProcessSpec};
 
 /// Starts every workload, then waits (until `deadline`) for each `ready.tcpPort`.
 ///
@@ -47,12 +47,7 @@ pub async fn start(
             super::output_certs::wait(&dir, deadline, &agent_log).await?;
             env.insert("OUTPUT_CERTS".into(), dir.display().to_string());
         }
-        let (uid, gid) = if run.user == "root" || run.user == "0" {
-            (None, None)
-        } else {
-            let (u, g) = resolve_user(&run.user).map_err(UpError::Local)?;
-            (Some(u), Some(g))
-        };
+        let (uid, gid) = run_as(&run.user).map_err(UpError::Local)?;
         let log = state_dir.join("logs").join(format!("{}.{}.log", p.pod.namespace, p.pod.name));
         let spec = ProcessSpec {
             program: program.into(),
