@@ -8,7 +8,9 @@
 //! `VEIL_CA_ADDR`, `VEIL_CA_NAME`, `VEIL_ROOT_CERT` (path), `VEIL_TOKEN`,
 //! `VEIL_SPIFFE_ID`, `VEIL_POD`, `VEIL_NAMESPACE`, `VEIL_RECORDS` (path),
 //! `SECRET_TTL` (seconds, default 86400), `OUTPUT_CERTS` (a directory: Istio's
-//! certificate files for software beside the proxy).
+//! certificate files for software beside the proxy), `VEIL_SCHED_SLICE_US`
+//! (the proxy threads' scheduler slice in µs, default 100; 0 keeps the
+//! kernel's: see `veil_sys::set_latency_slice`).
 //!
 //! With `VEIL_CERTS_ONLY=1` only the certificate agent runs (Istio's pilot-agent
 //! with `DISABLE_ENVOY=true`): it gets and rotates the certificate and keeps
@@ -41,6 +43,7 @@ pub fn main() -> Result<()> {
     if std::env::var_os("VEIL_CERTS_ONLY").is_some() {
         return certs_only();
     }
+    latency_slice();
     let side = SideRuntime::start("veil-control").context("cannot start the proxy's control thread")?;
     let control = side.handle().clone();
     let data = veil_proxy::data_plane_runtime()?;
@@ -52,6 +55,30 @@ pub fn main() -> Result<()> {
     })?;
     drop(side);
     Ok(())
+}
+
+/// Default scheduler slice of the proxy's threads, in µs.
+const DEFAULT_SLICE_US: u64 = 100;
+
+/// Asks the kernel for a short scheduler slice for the proxy's threads
+/// (before they are created, so they inherit it). A refusal is logged and
+/// the proxy runs with the kernel's slice.
+fn latency_slice() {
+    let slice_us = match std::env::var("VEIL_SCHED_SLICE_US") {
+        Err(_) => DEFAULT_SLICE_US,
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(0) => return,
+            Ok(us) => us,
+            Err(_) => {
+                tracing::warn!("VEIL_SCHED_SLICE_US={text:?} is not a number of µs; using {DEFAULT_SLICE_US}");
+                DEFAULT_SLICE_US
+            }
+        },
+    };
+    match veil_sys::set_latency_slice(slice_us) {
+        Ok(()) => tracing::debug!(slice_us, "scheduler slice set"),
+        Err(e) => tracing::warn!("{e}"),
+    }
 }
 
 /// The workload certificate (kept rotated), the config stream and the trust bundle.

@@ -268,6 +268,8 @@ async fn start_and_serve(
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
+        // The proxies' scheduler slice (µs; 0 = the kernel's), passed on when set.
+        .chain(std::env::var("VEIL_SCHED_SLICE_US").ok().map(|v| ("VEIL_SCHED_SLICE_US".to_string(), v)))
         .collect()
     };
     let total = plan.pods.len();

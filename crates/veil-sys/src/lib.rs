@@ -1,0 +1,10 @@
+//! The Linux system calls Veil's proxies make that no safe crate offers.
+//!
+//! This is the one crate of the workspace that is not `forbid(unsafe_code)`:
+//! each `unsafe` block below says why it is sound. Everything else (original
+//! destination, socket options) goes through `nix`'s safe wrappers.
+#![deny(unsafe_code)]
+
+mod sched;
+
+pub use sched::{set_latency_slice, SliceError, MAX_SLICE_US, MIN_SLICE_US};
