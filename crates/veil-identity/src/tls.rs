@@ -56,9 +56,23 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(provider)
 }
 
-/// Server config for inbound mesh mTLS: TLS 1.3 only, presents `cert`, requires a client
-/// certificate that chains to `bundle` with one SPIFFE ID of its trust domain
-/// ([`SpiffeClientVerifier`]); ALPN = [`MESH_ALPN`]. Issues one session ticket per
+/// The chain a mesh peer is sent: `cert.chain` without the roots of `bundle` (the leaf
+/// always stays). A peer checks the chain against its own trust anchors, so a root it
+/// trusts adds nothing (RFC 8446 §4.4.2 lets a certificate that specifies a trust anchor be
+/// omitted), while the peer keeps the chain it received for the connection's life and in
+/// its session tickets and cache: a root costs about 450 bytes per connection on each side.
+fn presented_chain(
+    cert: &WorkloadCertificate,
+    bundle: &TrustBundle,
+) -> Vec<CertificateDer<'static>> {
+    let leaf = cert.chain.iter().take(1);
+    let above = cert.chain.iter().skip(1).filter(|c| !bundle.roots().contains(c));
+    leaf.chain(above).cloned().collect()
+}
+
+/// Server config for inbound mesh mTLS: TLS 1.3 only, presents `cert` (without the roots of
+/// `bundle`), requires a client certificate that chains to `bundle` with one SPIFFE ID of its
+/// trust domain ([`SpiffeClientVerifier`]); ALPN = [`MESH_ALPN`]. Issues one session ticket per
 /// handshake (a client uses one per connection, so one keeps its supply steady while the
 /// server holds few sessions), usable once within [`SESSION_TTL`] for a connection of this
 /// config (a rebuilt config, e.g. after rotation, starts with no sessions).
@@ -72,16 +86,17 @@ pub fn mesh_server_config(
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(SpiffeClientVerifier::new(bundle.clone())))
-        .with_single_cert(cert.chain.clone(), cert.key())?;
+        .with_single_cert(presented_chain(cert, bundle), cert.key())?;
     config.alpn_protocols = MESH_ALPN.iter().map(|p| p.to_vec()).collect();
     config.session_storage = Arc::new(SessionCache::new(SERVER_SESSIONS, SESSION_TTL));
     config.send_tls13_tickets = 1;
     Ok(Arc::new(config))
 }
 
-/// Client config for outbound mesh mTLS: TLS 1.3 only, ALPN `istio`, presents `cert`,
-/// and accepts only servers chaining to `bundle` whose SPIFFE ID is in `allowed`
-/// (empty = any ID of the bundle's trust domain) ([`SpiffeServerVerifier`]). The SNI/DNS
+/// Client config for outbound mesh mTLS: TLS 1.3 only, ALPN `istio`, presents `cert`
+/// (without the roots of `bundle`), and accepts only servers chaining to `bundle` whose
+/// SPIFFE ID is in `allowed` (empty = any ID of the bundle's trust domain)
+/// ([`SpiffeServerVerifier`]). The SNI/DNS
 /// name is not checked. Set `alpn_protocols` on a copy for `istio-h2` etc. (copies share
 /// the session cache). Resumes TLS 1.3 sessions per SNI from a cache that belongs to this
 /// config alone: build one config per set of allowed identities.
@@ -100,7 +115,7 @@ pub fn mesh_client_config(
             bundle.clone(),
             allowed.to_vec(),
         )))
-        .with_client_auth_cert(cert.chain.clone(), cert.key())?;
+        .with_client_auth_cert(presented_chain(cert, bundle), cert.key())?;
     config.alpn_protocols = vec![b"istio".to_vec()];
     config.resumption = Resumption::in_memory_sessions(CLIENT_SESSION_NAMES)
         .tls12_resumption(Tls12Resumption::Disabled);
@@ -151,7 +166,9 @@ impl SessionCache {
 }
 
 impl StoresServerSessions for SessionCache {
-    fn put(&self, id: Vec<u8>, value: Vec<u8>) -> bool {
+    fn put(&self, id: Vec<u8>, mut value: Vec<u8>) -> bool {
+        // rustls encodes a session into a growing `Vec`: up to twice its length.
+        value.shrink_to_fit();
         let mut s = self.sessions.lock().unwrap_or_else(PoisonError::into_inner);
         // Drop from the front what is full, stale, or already taken.
         while let Some(front) = s.order.front() {
@@ -224,6 +241,22 @@ mod tests {
         cache.put(id(3), vec![3]);
         assert_eq!(cache.len(), 1, "stale sessions pruned on the next put");
         assert_eq!(cache.take(&id(3)), Some(vec![3]));
+    }
+
+    #[test]
+    fn the_presented_chain_leaves_out_the_roots_the_peer_trusts() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = crate::CertificateAuthority::load_or_create(dir.path(), Default::default()).unwrap();
+        let now = std::time::SystemTime::now();
+        let hour = Duration::from_secs(3600);
+        let id = SpiffeId::new(&Default::default(), "shop", "reviews");
+        let cert = ca.issue_for_test(&id, now - hour, now + hour).unwrap();
+        assert_eq!(cert.chain.len(), 2, "control: the workload chain is leaf and root");
+        let bundle = ca.trust_bundle();
+        assert_eq!(presented_chain(&cert, &bundle), cert.chain[..1].to_vec(), "the root is left out");
+        let other = crate::CertificateAuthority::load_or_create(&dir.path().join("other"), Default::default()).unwrap();
+        let unrelated = other.trust_bundle();
+        assert_eq!(presented_chain(&cert, &unrelated), cert.chain, "a root the bundle lacks stays");
     }
 
     #[test]

@@ -84,18 +84,19 @@ impl Pipe {
     #[cfg(test)]
     /// The next read size of each direction (downstream→upstream first), in bytes.
     pub(crate) fn read_sizes(&self) -> (usize, usize) {
-        (self.down_up.read_size, self.up_down.read_size)
+        (self.down_up.read_size(), self.up_down.read_size())
     }
 }
 
 /// One direction: reader → writer.
-#[derive(Debug)]
+#[derive(Debug, Default)]
 struct Direction {
     /// Bytes read but not yet written, from `pos` on.
     held: Vec<u8>,
     pos: usize,
-    /// Bytes asked of the next read.
-    read_size: usize,
+    /// The next read asks for [`INITIAL_READ`] bytes doubled this many
+    /// times (a `u8`, not a size: it keeps a connection's task small).
+    doublings: u8,
     /// The reader reached end of stream.
     eof: bool,
     /// The writer was shut down: the direction is over.
@@ -104,12 +105,6 @@ struct Direction {
     need_flush: bool,
     /// Bytes written, in total.
     bytes: u64,
-}
-
-impl Default for Direction {
-    fn default() -> Self {
-        Direction { held: Vec::new(), pos: 0, read_size: INITIAL_READ, eof: false, done: false, need_flush: false, bytes: 0 }
-    }
 }
 
 /// What one read brought.
@@ -125,6 +120,11 @@ enum Moved {
 }
 
 impl Direction {
+    /// Bytes asked of the next read.
+    fn read_size(&self) -> usize {
+        INITIAL_READ.checked_shl(self.doublings.into()).unwrap_or(MAX_READ).min(MAX_READ)
+    }
+
     fn poll<R, W>(&mut self, cx: &mut Context<'_>, reader: &mut R, writer: &mut W) -> Poll<io::Result<()>>
     where
         R: AsyncRead + Unpin + ?Sized,
@@ -154,13 +154,13 @@ impl Direction {
             }
             let moved = SCRATCH.with(|cell| match cell.try_borrow_mut() {
                 Ok(mut scratch) => {
-                    if scratch.len() < self.read_size {
-                        scratch.resize(self.read_size, 0);
+                    if scratch.len() < self.read_size() {
+                        scratch.resize(self.read_size(), 0);
                     }
                     self.read_through(cx, reader, writer, &mut scratch)
                 }
                 // Not reachable (polls do not nest); stay correct regardless.
-                Err(_) => self.read_through(cx, reader, writer, &mut vec![0; self.read_size]),
+                Err(_) => self.read_through(cx, reader, writer, &mut vec![0; self.read_size()]),
             })?;
             match moved {
                 Moved::Bytes => {}
@@ -170,7 +170,7 @@ impl Direction {
                     // Nothing to read: release this connection's buffer, start
                     // small again, and push out what the writer still buffers.
                     self.held = Vec::new();
-                    self.read_size = INITIAL_READ;
+                    self.doublings = 0;
                     if self.need_flush {
                         ready!(Pin::new(&mut *writer).poll_flush(cx))?;
                         self.need_flush = false;
@@ -188,7 +188,7 @@ impl Direction {
         R: AsyncRead + Unpin + ?Sized,
         W: AsyncWrite + Unpin + ?Sized,
     {
-        let want = self.read_size.min(scratch.len());
+        let want = self.read_size().min(scratch.len());
         let Some(space) = scratch.get_mut(..want) else { return Ok(Moved::Idle) };
         let mut buf = ReadBuf::new(space);
         match Pin::new(&mut *reader).poll_read(cx, &mut buf) {
@@ -200,8 +200,8 @@ impl Direction {
         if n == 0 {
             return Ok(Moved::Eof);
         }
-        if n == want && self.read_size < MAX_READ {
-            self.read_size = (self.read_size * 2).min(MAX_READ);
+        if n == want && self.read_size() < MAX_READ {
+            self.doublings = self.doublings.saturating_add(1);
         }
         let data = scratch.get(..n).unwrap_or_default();
         let mut written = 0;
