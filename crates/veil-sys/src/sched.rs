@@ -118,7 +118,16 @@ mod tests {
         // A thread of its own, so the test runner's threads keep theirs.
         let (own, child) = std::thread::spawn(|| {
             let before = reported_slice_ns();
-            set_latency_slice(150).map_err(|e| e.to_string())?;
+            match set_latency_slice(150) {
+                Ok(()) => {}
+                // A seccomp profile that forbids sched_setattr (some container
+                // runtimes): the proxy logs and carries on, nothing to compare here.
+                Err(SliceError::Syscall(e)) if matches!(e.raw_os_error(), Some(libc::EPERM | libc::ENOSYS)) => {
+                    eprintln!("sched_setattr refused here ({e}); skipping the comparison");
+                    return Ok((None, None));
+                }
+                Err(e) => return Err(e.to_string()),
+            }
             let own = reported_slice_ns();
             let child = std::thread::spawn(reported_slice_ns).join().map_err(|_| "child panicked".to_string())?;
             if before.is_some() {
