@@ -12,8 +12,8 @@
 //! - DISABLE: bytes pass to the application as they are.
 
 use crate::copy::Pipe;
+use crate::mesh_tls::MeshServer;
 use crate::proxy::Shared;
-use crate::read_ahead::ReadAhead;
 use crate::records;
 use crate::sniff::{classify, FirstBytes};
 use crate::upstream::{self, UpstreamError};
@@ -26,8 +26,6 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{ready, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::server::TlsStream;
-use tokio_rustls::TlsAcceptor;
 use veil_model::{MtlsMode, Protocol, ProxyConfig};
 
 /// How long a declared server-first port waits, after the application spoke
@@ -106,7 +104,7 @@ struct Forward {
 /// The client's side of a forwarded connection.
 enum Downstream {
     /// Mesh mTLS, terminated here.
-    Mesh(Box<TlsStream<ReadAhead<TcpStream>>>),
+    Mesh(Box<MeshServer<TcpStream>>),
     /// Plaintext, or TLS passed through.
     Plain(TcpStream),
 }
@@ -231,25 +229,26 @@ async fn sniff_and_forward(conn: &Conn<'_>, downstream: TcpStream, app: Option<T
 }
 
 /// The mesh mTLS handshake; returns the stream and the client's SPIFFE ID.
-/// rustls reads through a [`ReadAhead`], so that a bulk upload costs few
-/// `recv`s. The stream is boxed: a connection's task keeps a pointer.
+/// The stream is a [`MeshServer`] (no buffer while idle, large reads in a
+/// bulk upload); the sniffer only peeked, so the handshake reads the
+/// ClientHello from the socket. The stream is boxed: a connection's task
+/// keeps a pointer.
 /// A resumed session reports the chain verified in its full handshake (the
 /// session cache bounds its age, `veil_identity::SESSION_TTL`); its leaf
 /// must not have expired since.
-async fn terminate(conn: &Conn<'_>, downstream: TcpStream) -> Result<(Box<TlsStream<ReadAhead<TcpStream>>>, String), InboundError> {
+async fn terminate(conn: &Conn<'_>, downstream: TcpStream) -> Result<(Box<MeshServer<TcpStream>>, String), InboundError> {
     let port = conn.dst.port();
     let server = conn.shared.tls.server()?;
     let timeout = conn.shared.settings.handshake_timeout;
-    let tls = match tokio::time::timeout(timeout, TlsAcceptor::from(server).accept(ReadAhead::new(downstream))).await {
+    let tls = match tokio::time::timeout(timeout, MeshServer::accept(downstream, server)).await {
         Err(_) => return Err(InboundError::HandshakeTimeout { port, ms: timeout.as_millis() }),
         Ok(Err(source)) => return Err(InboundError::Handshake { port, source }),
         Ok(Ok(tls)) => tls,
     };
-    let session = tls.get_ref().1;
-    let certs = session.peer_certificates().unwrap_or_default();
+    let certs = tls.peer_certificates().unwrap_or_default();
     let leaf = peer_leaf(certs);
     let principal = leaf.as_ref().and_then(|l| l.spiffe_id.clone()).ok_or(InboundError::NoPeerIdentity { port })?;
-    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     if resumed && leaf.as_ref().is_none_or(|l| l.expired(SystemTime::now())) {
         return Err(InboundError::ExpiredResumedCertificate { port });
     }
@@ -315,7 +314,7 @@ async fn connect_app(conn: &Conn<'_>) -> Result<TcpStream, InboundError> {
 
 async fn forward_mesh(
     conn: &Conn<'_>,
-    (tls, principal): (Box<TlsStream<ReadAhead<TcpStream>>>, String),
+    (tls, principal): (Box<MeshServer<TcpStream>>, String),
     app: Option<TcpStream>,
 ) -> Result<Option<Forward>, InboundError> {
     let app = match app {
@@ -324,7 +323,7 @@ async fn forward_mesh(
     };
     let mut record = records::record("inbound", &conn.config.node.pod, conn.peer, conn.dst, conn.start_ms);
     record.security = "mesh-mtls".to_string();
-    record.alpn = tls.get_ref().1.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+    record.alpn = tls.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
     record.source_principal = Some(principal);
     record.destination_principal = Some(conn.config.node.spiffe_id.clone());
     conn.shared.records.send(record);

@@ -8,6 +8,7 @@
 //! server asks for a client certificate, that is logged: a server that
 //! requires one (nginx `ssl_verify_client on`) refuses the request next.
 
+use crate::mesh_tls::MeshClient;
 use crate::proxy::Shared;
 use crate::tls::Origination;
 use rustls_pki_types::ServerName;
@@ -79,7 +80,7 @@ impl Balancer {
 /// A stream to an endpoint: plain TCP, mesh mTLS, or originated TLS.
 pub(crate) enum UpstreamStream {
     Plain(TcpStream),
-    Mesh(Box<TlsStream<TcpStream>>),
+    Mesh(Box<MeshClient<TcpStream>>),
     Originated(Box<TlsStream<TcpStream>>),
 }
 
@@ -153,16 +154,15 @@ pub(crate) async fn connect(shared: &Shared, endpoint: &Endpoint) -> Result<Upst
     let client = shared.tls.client(identities)?;
     let name = ServerName::try_from(sni.clone()).map_err(|_| UpstreamError::Sni { sni: sni.clone() })?;
     let timeout = shared.settings.handshake_timeout;
-    let tls = match tokio::time::timeout(timeout, TlsConnector::from(client).connect(name, tcp)).await {
+    let tls = match tokio::time::timeout(timeout, MeshClient::connect(tcp, client, name)).await {
         Err(_) => return Err(UpstreamError::HandshakeTimeout { addr, ms: timeout.as_millis() }),
         Ok(Err(source)) => return Err(UpstreamError::Handshake { addr, allowed: identities.clone(), source }),
         Ok(Ok(tls)) => tls,
     };
-    let session = &tls.get_ref().1;
-    let certs = session.peer_certificates().unwrap_or_default();
+    let certs = tls.peer_certificates().unwrap_or_default();
     let principal = crate::inbound::peer_leaf(certs).and_then(|leaf| leaf.spiffe_id.clone());
-    let alpn = session.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
-    let resumed = session.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
+    let alpn = tls.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+    let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     tracing::debug!(%local, %addr, resumed, "mesh mTLS connected");
     Ok(Upstream { stream: UpstreamStream::Mesh(Box::new(tls)), local, peer: addr, principal, alpn })
 }
@@ -229,7 +229,8 @@ impl AsyncRead for UpstreamStream {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            UpstreamStream::Mesh(s) | UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -238,19 +239,22 @@ impl AsyncWrite for UpstreamStream {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            UpstreamStream::Mesh(s) | UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
         }
     }
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_flush(cx),
-            UpstreamStream::Mesh(s) | UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_flush(cx),
         }
     }
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             UpstreamStream::Plain(s) => Pin::new(s).poll_shutdown(cx),
-            UpstreamStream::Mesh(s) | UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            UpstreamStream::Mesh(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            UpstreamStream::Originated(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
         }
     }
 }

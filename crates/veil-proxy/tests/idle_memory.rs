@@ -35,11 +35,12 @@ const IN_FLIGHT: usize = 50;
 /// Upper bound on the heap one sidecar holds per idle mesh connection, in
 /// bytes (requested sizes, without the allocator's own overhead). Measured
 /// before the per-connection state was cut: client 11.3 KiB, server 10.6 KiB;
-/// after: 7.9 and 8.4 KiB.
-const MAX_BYTES_PER_SIDE: i64 = 9 * 1024;
+/// after: 7.9 and 8.4 KiB; with mesh TLS on rustls' unbuffered API (no 4 KiB
+/// read buffer kept per connection): 4.0 and 4.4 KiB.
+const MAX_BYTES_PER_SIDE: i64 = 5 * 1024;
 /// Upper bound on both sidecars together per idle mesh connection, in bytes
-/// (before: 21.9 KiB; after: 16.4 KiB).
-const MAX_BYTES_BOTH: i64 = 35 * 512;
+/// (before: 21.9 KiB; then 16.4 KiB; with the unbuffered API 8.5 KiB).
+const MAX_BYTES_BOTH: i64 = 19 * 512;
 
 thread_local! {
     /// Bytes this thread allocated minus the bytes it freed.
