@@ -353,3 +353,7 @@ mod states;
 #[cfg(test)]
 #[path = "mesh_tls_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "mesh_tls_malformed_tests.rs"]
+mod malformed_tests;

@@ -224,19 +224,18 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
     }
 
     /// Queues the alert rustls made for its error, and tries once to send it.
+    /// rustls hands out a queued record before it reads again, so one call
+    /// gets the alert; a second would deframe the bad bytes again, before it
+    /// looks at what waits to be sent, and make a second fatal alert (a debug
+    /// assertion in rustls, a duplicate alert otherwise). The record is sent
+    /// as it is: nothing follows it on this connection.
     fn send_alert(&mut self, cx: &mut Context<'_>) {
         // rustls may still point into the bytes held: it gets them back.
         let mut held = std::mem::take(&mut self.incoming);
-        for _ in 0..4 {
-            match self.conn.process(&mut held).state {
-                Ok(ConnectionState::EncodeTlsData(mut data)) => {
-                    let mut record = [0u8; 64];
-                    if let Ok(n) = data.encode(&mut record) {
-                        self.outgoing.extend_from_slice(record.get(..n).unwrap_or_default());
-                    }
-                }
-                Ok(ConnectionState::TransmitTlsData(data)) => data.done(),
-                _ => break,
+        if let Ok(ConnectionState::EncodeTlsData(mut data)) = self.conn.process(&mut held).state {
+            let mut record = [0u8; 64];
+            if let Ok(n) = data.encode(&mut record) {
+                self.outgoing.extend_from_slice(record.get(..n).unwrap_or_default());
             }
         }
         self.incoming = held;

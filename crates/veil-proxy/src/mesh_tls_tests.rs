@@ -8,10 +8,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 /// Bound on every step of a test.
-const STEP: Duration = Duration::from_secs(20);
+pub(super) const STEP: Duration = Duration::from_secs(20);
 const SNI: &str = "outbound_.8080_._.server.default.svc.cluster.local";
 
-async fn pair() -> (TcpStream, TcpStream) {
+pub(super) async fn pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (connected, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
@@ -24,7 +24,7 @@ fn pattern(len: usize, seed: u8) -> Vec<u8> {
 
 /// Mesh server and client configs from a new CA (the client's from `other`
 /// CA's certificate when asked: one the server must refuse).
-fn configs(foreign_client: bool) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+pub(super) fn configs(foreign_client: bool) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let domain = veil_identity::TrustDomain::default();
     let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let ca = veil_identity::CertificateAuthority::load_or_create(dir.path(), domain.clone()).unwrap();
@@ -45,11 +45,11 @@ fn configs(foreign_client: bool) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     (server, client)
 }
 
-fn name() -> ServerName<'static> {
+pub(super) fn name() -> ServerName<'static> {
     ServerName::try_from(SNI).unwrap()
 }
 
-async fn bounded<F: std::future::Future>(what: &str, f: F) -> F::Output {
+pub(super) async fn bounded<F: std::future::Future>(what: &str, f: F) -> F::Output {
     tokio::time::timeout(STEP, f).await.unwrap_or_else(|_| panic!("{what} timed out"))
 }
 
