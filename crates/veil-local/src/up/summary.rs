@@ -27,6 +27,9 @@ pub fn print(state: &MeshState, input: &MeshInput) {
             println!("reach port {}: connect to {}", p.port, p.host);
         }
     }
-    println!("prove the encryption: veil audit --duration 10 --expect-encrypted   (in another terminal, while sending traffic)");
-    println!("stop: Ctrl-C here, or `veil down`");
+    // The command as this process was started (e.g. `./target/release/veil`), so that the
+    // hints work where `veil` is not on the PATH.
+    let veil = std::env::args().next().unwrap_or_else(|| "veil".into());
+    println!("prove the encryption: {veil} audit --duration 10 --expect-encrypted   (in another terminal, while sending traffic)");
+    println!("stop: Ctrl-C here, or `{veil} down`");
 }
