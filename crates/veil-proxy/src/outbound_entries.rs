@@ -7,6 +7,7 @@
 //!   as HTTP here, and each request is matched by its `Host` to an HTTP
 //!   entry: its `VirtualService` rules, or the address the workload dialled
 //!   (`resolution: NONE`) with the entry's TLS;
+//!   an `Upgrade` request (WebSocket) switches protocols either way;
 //! - an opaque TCP entry takes the whole port (Istio: port only).
 //!
 //! A name no entry lists is an unknown destination: under `REGISTRY_ONLY`
@@ -99,7 +100,7 @@ pub(crate) async fn serve_http(shared: Arc<Shared>, downstream: TcpStream, peer:
         async move { Ok::<_, Infallible>(handle(&shared, peer, dst, req).await) }
     });
     let builder = auto::Builder::new(TokioExecutor::new());
-    if let Err(e) = builder.serve_connection(TokioIo::new(downstream), service).await {
+    if let Err(e) = builder.serve_connection_with_upgrades(TokioIo::new(downstream), service).await {
         tracing::debug!(%peer, %dst, error = %e, "outbound HTTP connection (ServiceEntry by Host) ended with an error");
     }
 }
@@ -137,8 +138,13 @@ async fn handle(shared: &Shared, peer: SocketAddr, dst: SocketAddr, req: Request
     outbound_http::forward(shared, &config, peer, source, &rule, None, req).await
 }
 
-/// Sends `req` to `endpoint` (the dialled address) over the upstream pool.
+/// Sends `req` to `endpoint` (the dialled address) over the upstream pool;
+/// an `Upgrade` request goes on a connection of its own.
 async fn send_to(shared: &Shared, peer: SocketAddr, endpoint: &Endpoint, h2: bool, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    if outbound_http::is_upgrade(&req) {
+        let label = format!("{}:{} ({})", endpoint.ip, endpoint.port, endpoint.pod);
+        return outbound_http::upgrade_to(shared, peer, endpoint, &label, req).await;
+    }
     router::prepare_upstream(&mut req, h2);
     match shared.http.send(shared, endpoint, req.map(|b| b.boxed_unsync())).await {
         Ok(response) => outbound_http::downstream_response(response),

@@ -313,7 +313,7 @@ fn retriable(policy: &RetryPolicy, outcome: &Outcome) -> bool {
 }
 
 /// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade`).
-fn is_upgrade<B>(req: &Request<B>) -> bool {
+pub(crate) fn is_upgrade<B>(req: &Request<B>) -> bool {
     req.version() == http::Version::HTTP_11
         && req.headers().contains_key(http::header::UPGRADE)
         && req
@@ -324,21 +324,23 @@ fn is_upgrade<B>(req: &Request<B>) -> bool {
             .any(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("upgrade")))
 }
 
-/// Forwards an `Upgrade` request on a connection of its own; after a `101`
-/// both upgraded connections are joined and copied until both ends close.
-async fn upgrade(
-    shared: &Shared,
-    peer: SocketAddr,
-    destination: &WeightedDestination,
-    endpoints: &[Endpoint],
-    mut req: Request<Incoming>,
-) -> Response<ResponseBody> {
-    let downstream = hyper::upgrade::on(&mut req);
+/// Forwards an `Upgrade` request to one endpoint of `destination` (see
+/// [`upgrade_to`]).
+async fn upgrade(shared: &Shared, peer: SocketAddr, destination: &WeightedDestination, endpoints: &[Endpoint], req: Request<Incoming>) -> Response<ResponseBody> {
     let Some(endpoint) = shared.http.pick(destination, endpoints) else {
         return status(StatusCode::SERVICE_UNAVAILABLE, "no healthy upstream\n".into());
     };
+    upgrade_to(shared, peer, endpoint, &format!("{}:{}", destination.host, destination.port), req).await
+}
+
+/// Forwards an `Upgrade` request to `endpoint` on a connection of its own
+/// (with the endpoint's TLS); after a `101` both upgraded connections are
+/// joined and copied until both ends close. `label` names the destination
+/// in logs. A failed connect or request is answered `503` and logged.
+pub(crate) async fn upgrade_to(shared: &Shared, peer: SocketAddr, endpoint: &Endpoint, label: &str, mut req: Request<Incoming>) -> Response<ResponseBody> {
+    let downstream = hyper::upgrade::on(&mut req);
     let failed = |e: String| {
-        tracing::warn!(%peer, "outbound HTTP upgrade to {}:{} failed: {e}", destination.host, destination.port);
+        tracing::warn!(%peer, "outbound HTTP upgrade to {label} failed: {e}");
         status(StatusCode::SERVICE_UNAVAILABLE, "upstream connect error\n".into())
     };
     let upstream = match crate::http_pool::connect_recorded(shared, endpoint).await {

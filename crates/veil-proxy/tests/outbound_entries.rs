@@ -3,9 +3,11 @@
 //! `resolution: NONE` entries without `addresses`, under `REGISTRY_ONLY`. The application
 //! in `a` dials `b`'s address under different names: the SNI (TLS) or the `Host` (HTTP)
 //! decides; an unknown name is refused with a log line naming it, and passes under
-//! `ALLOW_ANY` (the control).
+//! `ALLOW_ANY` (the control). `Upgrade` requests (WebSocket) switch protocols both to an
+//! entry's dialled address and through the `PassthroughCluster`.
 
 mod common;
+mod routing_support;
 
 use common::*;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
@@ -19,6 +21,8 @@ use veil_model::*;
 
 /// A plain HTTP app in `b` on a port its inbound treats as PERMISSIVE, undeclared.
 const HTTP_APP: u16 = 8095;
+/// An HTTP app in `b` that answers `Upgrade: echo` with 101 and echoes.
+const UPGRADE_APP: u16 = 8096;
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
@@ -54,13 +58,14 @@ fn tls_app(mesh: &Mesh) -> Arc<rustls::ClientConfig> {
     Arc::new(client.with_root_certificates(roots).with_no_client_auth())
 }
 
-/// The entries `known.example` on `TLS_APP` (TLS) and `HTTP_APP` (HTTP), and `policy`.
+/// The entries `known.example` on `TLS_APP` (TLS), `HTTP_APP` and `UPGRADE_APP` (HTTP),
+/// and `policy`.
 fn configure(mesh: &Mesh, policy: OutboundTrafficPolicy) {
     let mut config = (**mesh.client.config.borrow()).clone();
     let outbound = Arc::make_mut(&mut config.outbound);
     outbound.services.retain(|s| s.hostname != "known.example");
     outbound.entries.clear();
-    for (port, protocol) in [(TLS_APP, Protocol::Tls), (HTTP_APP, Protocol::Http)] {
+    for (port, protocol) in [(TLS_APP, Protocol::Tls), (HTTP_APP, Protocol::Http), (UPGRADE_APP, Protocol::Http)] {
         outbound.services.push(OutboundService {
             hostname: "known.example".into(),
             cluster_ip: None,
@@ -142,4 +147,31 @@ async fn entries_without_addresses_are_told_apart_by_sni_and_host() {
     assert_eq!(tls("other.example").await.unwrap().expect("passthrough"), b"by name");
     let other = http("other.example").await.unwrap();
     assert!(other.starts_with("HTTP/1.1 200") && other.contains("other.example"), "{other}");
+}
+
+/// An `Upgrade: echo` request with `Host: host` from the application in `a` to `b`'s
+/// upgrade app, a port of `known.example` (no addresses, `resolution: NONE`), under
+/// `ALLOW_ANY`: the response head and the bytes echoed after it.
+async fn upgrade_by_host(host: &'static str) -> (String, Vec<u8>) {
+    let mesh = Mesh::start().await;
+    let counts = Arc::new(routing_support::Counts::default());
+    mesh.server_apps.spawn(routing_support::http_app(UPGRADE_APP, "upgrade", routing_support::Behaviour::Ok, counts));
+    configure(&mesh, OutboundTrafficPolicy::AllowAny);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let dst = mesh.b(UPGRADE_APP);
+    mesh.client_app.spawn(routing_support::upgrade_echo_to(dst, host, b"ping over upgrade")).await.unwrap().unwrap()
+}
+
+#[tokio::test]
+async fn upgrade_switches_protocols_to_the_dialled_address_of_an_entry() {
+    let (head, echoed) = upgrade_by_host("known.example").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(echoed, b"ping over upgrade");
+}
+
+#[tokio::test]
+async fn upgrade_switches_protocols_through_the_passthrough_cluster() {
+    let (head, echoed) = upgrade_by_host("other.example").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert_eq!(echoed, b"ping over upgrade");
 }

@@ -293,10 +293,16 @@ pub async fn requests(vip: Ipv4Addr, path: &str, headers: &[(&str, &str)], count
 /// Sends an `Upgrade: echo` request to `vip:80`, then `payload` over the
 /// upgraded connection; returns the response head and the bytes echoed.
 pub async fn upgrade_echo(vip: Ipv4Addr, payload: &[u8]) -> Result<(String, Vec<u8>), String> {
+    upgrade_echo_to(SocketAddr::from((vip, 80)), "reviews", payload).await
+}
+
+/// [`upgrade_echo`] to `dst` with `Host: host`.
+pub async fn upgrade_echo_to(dst: SocketAddr, host: &str, payload: &[u8]) -> Result<(String, Vec<u8>), String> {
     use tokio::io::AsyncReadExt;
+    let request = format!("GET /ws HTTP/1.1\r\nhost: {host}\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n");
     let work = async {
-        let mut s = TcpStream::connect((vip, 80)).await.map_err(|e| e.to_string())?;
-        s.write_all(b"GET /ws HTTP/1.1\r\nhost: reviews\r\nconnection: upgrade\r\nupgrade: echo\r\n\r\n").await.map_err(|e| e.to_string())?;
+        let mut s = TcpStream::connect(dst).await.map_err(|e| e.to_string())?;
+        s.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
         let mut head = Vec::new();
         let mut byte = [0u8; 1];
         while !head.ends_with(b"\r\n\r\n") && head.len() < 4096 {
