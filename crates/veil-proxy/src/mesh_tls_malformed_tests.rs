@@ -51,12 +51,26 @@ fn resplit(flight: &[u8], max: usize) -> Vec<u8> {
     out
 }
 
+/// `at`, or the start of its record's header when `at` is one of the
+/// header's two `legacy_record_version` bytes, which TLS 1.3 peers must
+/// ignore (RFC 8446 §5.1): a flip there is no damage.
+fn not_a_record_version(flight: &[u8], at: usize) -> usize {
+    let mut start = 0;
+    while start + 5 <= flight.len() {
+        if at == start + 1 || at == start + 2 {
+            return start;
+        }
+        start += 5 + usize::from(u16::from_be_bytes([flight[start + 3], flight[start + 4]]));
+    }
+    at
+}
+
 fn damaged(flight: &[u8], damage: Damage, rng: &mut Lcg) -> Vec<u8> {
     match damage {
         Damage::None => flight.to_vec(),
         Damage::Flip(at) => {
             let mut out = flight.to_vec();
-            if let Some(b) = out.get_mut(at % flight.len().max(1)) {
+            if let Some(b) = out.get_mut(not_a_record_version(flight, at % flight.len().max(1))) {
                 *b ^= 0x5a;
             }
             out
