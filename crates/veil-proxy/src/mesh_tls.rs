@@ -41,6 +41,10 @@ use states::{invalid_data, Stop, Want};
 pub(crate) const READ_SIZE: usize = 64 * 1024;
 /// Plaintext encrypted per write at most, in bytes (four full records).
 pub(crate) const MAX_WRITE: usize = 64 * 1024;
+/// Held ciphertext a write joins instead of waiting for it to go first, in
+/// bytes: the server's session ticket travels with its first data, one
+/// write, one segment and one wake-up of the client fewer.
+const JOIN_HELD: usize = 16 * 1024;
 /// Bound on the connection states handled, and on the socket reads made, in one call.
 const MAX_STEPS: usize = 256;
 /// rustls' message for the socket's end without a `close_notify`.
@@ -62,10 +66,16 @@ pub(crate) trait Side: DerefMut<Target = UnbufferedConnectionCommon<Self::Data>>
     type Data;
     /// `process_tls_records` of this side.
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data>;
+    /// What this side has queued when its handshake completes may wait for
+    /// its first write: true for the server's session ticket (the client
+    /// never waits for one), false for the client's last flight (the server
+    /// waits for it).
+    const HOLDS_AFTER_HANDSHAKE: bool;
 }
 
 impl Side for UnbufferedClientConnection {
     type Data = ClientConnectionData;
+    const HOLDS_AFTER_HANDSHAKE: bool = false;
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
@@ -73,6 +83,7 @@ impl Side for UnbufferedClientConnection {
 
 impl Side for UnbufferedServerConnection {
     type Data = ServerConnectionData;
+    const HOLDS_AFTER_HANDSHAKE: bool = true;
     fn process<'c, 'i>(&'c mut self, incoming: &'i mut [u8]) -> UnbufferedStatus<'c, 'i, Self::Data> {
         self.process_tls_records(incoming)
     }
@@ -106,6 +117,9 @@ pub(crate) struct MeshTls<IO, C> {
     write_waiting: bool,
     /// The TLS error that broke the connection.
     failed: Option<rustls::Error>,
+    /// `outgoing` holds only what may wait for the first write (a session
+    /// ticket, see [`Side::HOLDS_AFTER_HANDSHAKE`]): reads do not send it.
+    deferred: bool,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> MeshServer<IO> {
@@ -145,6 +159,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
             closed: false,
             write_waiting: false,
             failed: None,
+            deferred: false,
         };
         poll_fn(|cx| tls.poll_handshake(cx)).await?;
         Ok(tls)
@@ -171,8 +186,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
         self.incoming.capacity() + self.plain.capacity() + self.outgoing.capacity()
     }
 
+    /// Runs the handshake. The client sends its last flight before it
+    /// returns (the server's handshake waits for it, and the caller may wait
+    /// for the server); what the server queued at the end (its session
+    /// ticket, see [`Side::HOLDS_AFTER_HANDSHAKE`]) stays held for its first
+    /// write to take along (see [`JOIN_HELD`]), or its flush or shutdown.
     fn poll_handshake(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         ready!(self.poll_input(cx, &mut Want::Handshake))?;
+        if C::HOLDS_AFTER_HANDSHAKE {
+            self.deferred = self.out_at < self.outgoing.len();
+            return Poll::Ready(Ok(()));
+        }
         self.poll_send(cx)
     }
 
@@ -180,7 +204,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
     /// must not take the writer's place as the one woken when the socket
     /// can take more, calls this.
     fn try_send(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
-        if self.write_waiting || self.out_at >= self.outgoing.len() {
+        if self.write_waiting || self.deferred || self.out_at >= self.outgoing.len() {
             return Ok(());
         }
         match self.poll_send(cx) {
@@ -198,6 +222,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
 
     /// Writes the ciphertext held to the socket; releases it once written.
     fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.deferred = false;
         while let Some(rest) = self.outgoing.get(self.out_at..).filter(|rest| !rest.is_empty()) {
             let n = ready!(Pin::new(&mut self.io).poll_write(cx, rest))?;
             if n == 0 {
@@ -215,15 +240,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
     /// Writes `records` to the socket, after what is held; holds what the
     /// socket does not take now.
     fn send(&mut self, cx: &mut Context<'_>, records: &[u8]) -> io::Result<()> {
+        if self.out_at < self.outgoing.len() {
+            // Held records (a handshake's end) go out with these, in one write.
+            self.outgoing.extend_from_slice(records);
+            return match self.poll_send(cx) {
+                Poll::Ready(Err(e)) => Err(e),
+                _ => Ok(()),
+            };
+        }
         let mut written = 0;
-        if self.out_at >= self.outgoing.len() {
-            while let Some(rest) = records.get(written..).filter(|rest| !rest.is_empty()) {
-                match Pin::new(&mut self.io).poll_write(cx, rest) {
-                    Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
-                    Poll::Ready(Ok(n)) => written += n,
-                    Poll::Ready(Err(e)) => return Err(e),
-                    Poll::Pending => break,
-                }
+        while let Some(rest) = records.get(written..).filter(|rest| !rest.is_empty()) {
+            match Pin::new(&mut self.io).poll_write(cx, rest) {
+                Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                Poll::Ready(Ok(n)) => written += n,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
             }
         }
         self.outgoing.extend_from_slice(records.get(written..).unwrap_or_default());
@@ -292,8 +323,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> AsyncWrite for MeshTls<IO, C> 
         if this.closed {
             return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "mesh TLS stream was shut down")));
         }
-        // What the socket did not take yet goes first: the writer waits for it.
-        ready!(this.poll_send_waiting(cx))?;
+        // What the socket did not take yet goes first, and the writer waits
+        // for it; a handshake's end, small and not refused, goes along instead.
+        if this.write_waiting || this.outgoing.len() - this.out_at > JOIN_HELD {
+            ready!(this.poll_send_waiting(cx))?;
+        }
         let mut slices = bufs.iter().filter(|b| !b.is_empty());
         let written = match (slices.next(), slices.next()) {
             (None, _) => return Poll::Ready(Ok(0)),
@@ -357,3 +391,7 @@ mod tests;
 #[cfg(test)]
 #[path = "mesh_tls_malformed_tests.rs"]
 mod malformed_tests;
+
+#[cfg(test)]
+#[path = "mesh_tls_ticket_tests.rs"]
+mod ticket_tests;

@@ -51,6 +51,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
                     Some(Err(invalid_data(e)))
                 }
                 Ok(ConnectionState::EncodeTlsData(mut data)) => {
+                    // A new message (a KeyUpdate answer, an alert) does not wait.
+                    self.deferred = false;
                     let at = self.outgoing.len();
                     let need = match data.encode(&mut []) {
                         Err(EncodeError::InsufficientSize(InsufficientSizeError { required_size })) => required_size,

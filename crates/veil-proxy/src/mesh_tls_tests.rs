@@ -54,7 +54,7 @@ pub(super) async fn bounded<F: std::future::Future>(what: &str, f: F) -> F::Outp
 }
 
 /// A `MeshClient` and a `MeshServer` connected over loopback.
-async fn mesh_pair(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> (MeshClient<TcpStream>, MeshServer<TcpStream>) {
+pub(super) async fn mesh_pair(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> (MeshClient<TcpStream>, MeshServer<TcpStream>) {
     let (c, s) = pair().await;
     let (c, s) = bounded("handshake", async { tokio::join!(MeshClient::connect(c, client.clone(), name()), MeshServer::accept(s, server.clone())) }).await;
     (c.unwrap(), s.unwrap())
