@@ -6,10 +6,25 @@ use std::future::Future;
 use std::net::Ipv4Addr;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Once;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
+static SWEEP: Once = Once::new();
+
+/// Deletes the pairs a test process left when it was killed before its
+/// drops ran (`vpt<pid>-…` whose process is gone); once per test process.
+fn remove_stale_pairs() {
+    let Ok(entries) = std::fs::read_dir("/run/netns") else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix("vpt").and_then(|rest| rest.split('-').next()) else { continue };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = run(&["ip", "netns", "del", &name]);
+        }
+    }
+}
 
 fn run(args: &[&str]) -> Result<(), String> {
     let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| format!("{args:?}: {e}"))?;
@@ -41,11 +56,15 @@ impl NetnsPair {
     }
 
     fn create_with(intercept_b: bool) -> NetnsPair {
+        SWEEP.call_once(remove_stale_pairs);
         let n = NEXT.fetch_add(1, Ordering::SeqCst);
-        let pid = std::process::id() % 100_000;
+        // The whole pid names the namespaces (the stale-pair sweep reads it);
+        // the veth names, inside the namespaces, take 5 digits of it.
+        let full_pid = std::process::id();
+        let pid = full_pid % 100_000;
         let pair = NetnsPair {
-            a: format!("vpt{pid}-{n}a"),
-            b: format!("vpt{pid}-{n}b"),
+            a: format!("vpt{full_pid}-{n}a"),
+            b: format!("vpt{full_pid}-{n}b"),
             ip_a: Ipv4Addr::new(10, 213, (n % 250) as u8, 1),
             ip_b: Ipv4Addr::new(10, 213, (n % 250) as u8, 2),
         };
