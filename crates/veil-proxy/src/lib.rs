@@ -36,26 +36,6 @@ mod sniff;
 mod tls;
 mod upstream;
 
-/// Helpers shared by the unit tests of several modules.
-#[cfg(test)]
-mod test_support {
-    use std::future::Future;
-
-    /// Size of the future a function of three arguments returns, in bytes.
-    pub(crate) fn future_size<A, B, C, F: Future>(_: fn(A, B, C) -> F) -> usize {
-        std::mem::size_of::<F>()
-    }
-
-    /// A connection's task (`task`, bytes) fits a 384-byte task cell (tokio
-    /// adds 104 bytes to a task's future and rounds up to 128), and `boxed`
-    /// (bytes), the part of its work the task keeps in a box, is what makes
-    /// the difference (the control).
-    pub(crate) fn assert_task_fits(task: usize, boxed: usize, what: &str) {
-        assert!(task <= 280, "a connection's task is {task} bytes: more than a 384-byte task cell");
-        assert!(boxed >= 4 * task, "control: {what} ({boxed} bytes) is what the box keeps out of the task");
-    }
-}
-
 pub use config_stream::{watch_config, ConfigStreamSettings};
 pub use error::ProxyError;
 pub use orig_dst::original_dst;
@@ -124,3 +104,7 @@ impl Drop for SideRuntime {
         }
     }
 }
+
+/// Helpers shared by the unit tests of several modules.
+#[cfg(test)]
+mod test_support;
