@@ -2,14 +2,18 @@
 at the front of its text (run by bench/sidecar-layout).
 
 Arguments: the profiled binary, a glob of the rlibs holding C and assembly
-objects (aws-lc), the script to write, then callgrind output files.
+objects (aws-lc), the script to write, then callgrind output files and
+`.names` files (one symbol per line: functions seen by a page-fault profile,
+which runs on the real CPU where valgrind cannot).
 
 Rust and C functions have a section each (`.text.<symbol>`, named after one
 of the symbols at its address); the patterns
 drop what changes between builds (LLVM's `.llvm.N` suffix, the legacy
 mangling hash, aws-lc's version prefix), except for generic functions of
 which only a few instances ran, where the exact names keep the others out.
-Assembly has one `.text` per object: those objects go whole.
+Assembly has one `.text` per object: those objects go whole, except objects
+larger than BIG_OBJECT (AVX-512 AES-GCM, 700 KB of which a connection runs a
+few pages): in the packed text all of them would be resident.
 """
 import collections
 import glob
@@ -19,8 +23,12 @@ import sys
 
 binary, rlibs, out, *profiles = sys.argv[1:]
 executed = set()
+BIG_OBJECT = 128 * 1024
 for path in profiles:
     with open(path, errors="replace") as f:
+        if path.endswith(".names"):
+            executed.update(line.strip() for line in f if line.strip())
+            continue
         for line in f:
             m = re.match(r"^c?fn=\(\d+\) (.+)$", line)
             if m:
@@ -53,6 +61,15 @@ for address, size, name in functions:
 objects = set()
 for rlib in glob.glob(rlibs):
     member = None
+    big = set()
+    headers = subprocess.run(["objdump", "-h", rlib], capture_output=True, text=True).stdout
+    for line in headers.splitlines():
+        m = re.match(r"^(\S+\.o):\s+file format", line)
+        if m:
+            member = m.group(1)
+        elif member and line.split()[1:2] == [".text"] and int(line.split()[2], 16) > BIG_OBJECT:
+            big.add(member)
+    member = None
     dump = subprocess.run(["objdump", "-t", rlib], capture_output=True, text=True).stdout
     for line in dump.splitlines():
         m = re.match(r"^(\S+\.o):\s+file format", line)
@@ -60,7 +77,7 @@ for rlib in glob.glob(rlibs):
             member = m.group(1)
         elif member and "\t" in line:
             section = line.split("\t")[0].split()[-1]
-            if section == ".text" and line.split()[-1] in executed:
+            if section == ".text" and line.split()[-1] in executed and member not in big:
                 objects.add(re.sub(r"^[0-9a-f]{16}-", "*-", member))
 
 patterns = []
@@ -76,6 +93,6 @@ with open(out, "w") as f:
     for o in sorted(objects):
         f.write(f"    *:{o}(.text)\n")
     for p in patterns:
-        f.write(f"    *(.text.{p} .text.unlikely.{p})\n")
+        f.write(f"    *(.text.{p} .text.unlikely.{p} .text.startup.{p})\n")
     f.write("  }\n} INSERT BEFORE .text;\n")
 print(f"{len(patterns)} function patterns, {len(objects)} objects: {sum(ran.values())} of {sum(sizes.values())} bytes of text ran")
