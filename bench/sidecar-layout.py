@@ -1,8 +1,9 @@
 """Writes the linker script that puts the functions a profiled sidecar ran
 at the front of its text (run by bench/sidecar-layout).
 
-Arguments: the profiled binary, a glob of the rlibs holding C and assembly
-objects (aws-lc), the script to write, then callgrind output files and
+Arguments: the profiled binary, globs (joined by `:`) of the archives holding
+C and assembly objects (aws-lc's rlib; libc.a for a static sidecar), the
+script to write, then callgrind output files and
 `.names` files (one symbol per line: functions seen by a page-fault profile,
 which runs on the real CPU where valgrind cannot).
 
@@ -58,11 +59,18 @@ for address, size, name in functions:
         ran[key(name)] += size
         ran_names[key(name)].add(re.sub(r"\.llvm\.\d+$", "", name))
 
+# Whole objects, as linker-script input patterns: assembly objects of the
+# rlibs, whose code is one `.text`; and members of C archives built without a
+# section per function (glibc's libc.a, in a static sidecar), whose code is in
+# `.text` and `.text.<variant>` (`.text.avx2`, `.text.evex`, ...).
 objects = set()
-for rlib in glob.glob(rlibs):
+ran_members = set()
+members = {}
+for archive in (path for pattern in rlibs.split(":") for path in glob.glob(pattern)):
+    whole_member = archive.endswith(".a")
     member = None
     big = set()
-    headers = subprocess.run(["objdump", "-h", rlib], capture_output=True, text=True).stdout
+    headers = subprocess.run(["objdump", "-h", archive], capture_output=True, text=True).stdout
     for line in headers.splitlines():
         m = re.match(r"^(\S+\.o):\s+file format", line)
         if m:
@@ -70,15 +78,35 @@ for rlib in glob.glob(rlibs):
         elif member and line.split()[1:2] == [".text"] and int(line.split()[2], 16) > BIG_OBJECT:
             big.add(member)
     member = None
-    dump = subprocess.run(["objdump", "-t", rlib], capture_output=True, text=True).stdout
+    dump = subprocess.run(["objdump", "-t", archive], capture_output=True, text=True).stdout
     for line in dump.splitlines():
         m = re.match(r"^(\S+\.o):\s+file format", line)
         if m:
             member = m.group(1)
-        elif member and "\t" in line:
+        elif member and "\t" in line and member not in big and line.split()[-1] in executed:
             section = line.split("\t")[0].split()[-1]
-            if section == ".text" and line.split()[-1] in executed and member not in big:
-                objects.add(re.sub(r"^[0-9a-f]{16}-", "*-", member))
+            if whole_member and (section == ".text" or section.startswith(".text.")):
+                ran_members.add((archive, member))
+            elif section == ".text":
+                ran_members.add((None, re.sub(r"^[0-9a-f]{16}-", "*-", member)))
+    members[archive] = set(re.findall(r"^(\S+\.o):\s+file format", dump, re.M))
+
+# Valgrind runs the variants for its own CPU model (no AVX-512, BMI2 or ADX):
+# the variants this CPU runs instead sit beside them. glibc: `memmove-evex-*.o`
+# and `memmove-avx512-*.o` beside `memmove-avx-*.o`, `e_pow-fma.o` beside
+# `e_pow.o`; aws-lc: `curve25519_x25519.o` beside `curve25519_x25519_alt.o`.
+for archive, member in sorted(ran_members, key=str):
+    if archive is None:
+        objects.add(f"*:{member}(.text)")
+        if member.endswith("_alt.o"):
+            objects.add(f"*:{member[:-6]}.o(.text)")
+        continue
+    name = archive.rsplit("/", 1)[-1]
+    objects.add(f"*{name}:{member}(.text .text.*)")
+    base = member.split("-", 1)[0].removesuffix(".o")
+    for sibling in members[archive]:
+        if sibling.split("-", 1)[0].removesuffix(".o") == base and re.search(r"-(evex|avx512|fma\.o)", sibling):
+            objects.add(f"*{name}:{sibling}(.text .text.*)")
 
 patterns = []
 for k in sorted(ran):
@@ -91,7 +119,7 @@ with open(out, "w") as f:
     f.write("   The functions the sidecar ran go first in its text (see crates/veil/build.rs). */\n")
     f.write("SECTIONS {\n  .text.veil_hot : {\n")
     for o in sorted(objects):
-        f.write(f"    *:{o}(.text)\n")
+        f.write(f"    {o}\n")
     for p in patterns:
         f.write(f"    *(.text.{p} .text.unlikely.{p} .text.startup.{p})\n")
     f.write("  }\n} INSERT BEFORE .text;\n")

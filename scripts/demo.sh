@@ -7,4 +7,5 @@ cd "$(dirname "$0")/.."
 [[ "$(id -u)" -eq 0 ]] || { echo "demo: run as root (sudo $0): veil up creates network namespaces" >&2; exit 1; }
 bash scripts/install-deps.sh
 cargo build --release -p veil   # `veil` and the proxy-only `veil-sidecar` it starts in each pod
+cargo sidecar                   # veil-sidecar relinked statically (.cargo/config.toml)
 exec ./target/release/veil up examples/pii-demo "$@"
