@@ -20,7 +20,8 @@ status=${PIPESTATUS[0]}
 
 passed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^passed/) s += $i } END { print s + 0 }' "$log")
 failed=$(awk '/^test result:/ { for (i = 1; i < NF; i++) if ($(i+1) ~ /^failed/) s += $i } END { print s + 0 }' "$log")
-if bash bench/run --quick --smoke; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "bench/run --quick --smoke failed" >&2; fi
+# The smoke runs what the quick start builds: release binaries, the static sidecar.
+if BENCH_PROFILE=release bash bench/run --quick --smoke; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "bench/run --quick --smoke failed" >&2; fi
 echo
 echo "${passed:-0} passed, ${failed:-0} failed"
 if [ "$status" -ne 0 ] || [ "${failed:-0}" -ne 0 ] || [ "${passed:-0}" -eq 0 ]; then

@@ -9,6 +9,12 @@
 //!   (8 KiB instead of the 700 KiB table the loader reads at every start);
 //!   glibc applies them from 2.36 on, so older ones keep the plain table.
 //!
+//! `cargo sidecar` (an alias in `.cargo/config.toml`) then relinks the binary
+//! with `-C target-feature=+crt-static`, as a static PIE: glibc's code goes
+//! into the binary, where the script places the members that ran, and the
+//! sidecar maps no loader, libc, libm or libgcc_s pages (a build script
+//! cannot set a target feature, hence the alias).
+//!
 //! `VEIL_SIDECAR_LAYOUT=0` turns both off (to measure their effect).
 #![forbid(unsafe_code)]
 
