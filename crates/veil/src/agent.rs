@@ -198,3 +198,11 @@ pub async fn shutdown_signal() {
         }
     }
 }
+
+/// Whether log lines carry ANSI colours: only when stderr is a terminal and
+/// `NO_COLOR` (<https://no-color.org>) is unset or empty, so that a log
+/// redirected to a file (`scripts/demo.sh > demo.log`) reads as plain text.
+pub fn ansi_logs() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}

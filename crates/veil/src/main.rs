@@ -127,7 +127,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let filter = tracing_subscriber::EnvFilter::try_from_env("VEIL_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(agent::ansi_logs()).init();
     let result = match cli.command {
         Command::Up { dir, state, ready_timeout } => commands::up(&dir, &state, ready_timeout),
         Command::Down { state } => commands::down(&state),

@@ -40,7 +40,10 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     }
     let (filter, warning) = log_filter();
-    tracing_subscriber::registry().with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr)).with(filter).init();
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_ansi(agent::ansi_logs()))
+        .with(filter)
+        .init();
     if let Some(warning) = warning {
         tracing::warn!("{warning}");
     }
