@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [[ "$(id -u)" -eq 0 ]] || { echo "demo: run as root (sudo $0): veil up creates network namespaces" >&2; exit 1; }
 bash scripts/install-deps.sh
-cargo build --release -p veil   # `veil` and the proxy-only `veil-sidecar` it starts in each pod
-cargo sidecar                   # veil-sidecar relinked statically (.cargo/config.toml)
+cargo build --release -p veil --bin veil   # the CLI and control plane
+cargo sidecar                              # the proxy-only `veil-sidecar` it starts in each pod, static (.cargo/config.toml)
 exec ./target/release/veil up examples/pii-demo "$@"

@@ -272,6 +272,24 @@ async fn a_second_connection_resumes_the_session() {
     assert_eq!(read_exactly(&mut s2, 7).await, b"resumed");
 }
 
+/// Four rounds of: the buffered `peer` (the `side` of the handshake) updates
+/// its keys and sends 20 000 bytes, `mesh` answers with 30 000.
+async fn key_update_rounds<P, M>(peer: &mut P, refresh: impl Fn(&mut P), mesh: &mut M, side: &str)
+where
+    P: AsyncRead + AsyncWrite + Unpin,
+    M: AsyncRead + AsyncWrite + Unpin,
+{
+    for round in 0..4u8 {
+        refresh(peer);
+        bounded("write", peer.write_all(&pattern(20_000, round))).await.unwrap();
+        bounded("flush", peer.flush()).await.unwrap();
+        assert!(read_exactly(mesh, 20_000).await == pattern(20_000, round), "round {round}: after the {side}'s KeyUpdate");
+        bounded("write", mesh.write_all(&pattern(30_000, round))).await.unwrap();
+        bounded("flush", mesh.flush()).await.unwrap();
+        assert!(read_exactly(peer, 30_000).await == pattern(30_000, round), "round {round}: the answer");
+    }
+}
+
 #[tokio::test]
 async fn traffic_flows_across_key_updates_of_a_buffered_peer() {
     let (server, client) = configs(false);
@@ -282,15 +300,7 @@ async fn traffic_flows_across_key_updates_of_a_buffered_peer() {
     })
     .await;
     let (mut tls, mut mesh) = (tls.unwrap(), mesh.unwrap());
-    for round in 0..4u8 {
-        tls.get_mut().1.refresh_traffic_keys().unwrap();
-        bounded("write", tls.write_all(&pattern(20_000, round))).await.unwrap();
-        bounded("flush", tls.flush()).await.unwrap();
-        assert!(read_exactly(&mut mesh, 20_000).await == pattern(20_000, round), "round {round}: after the client's KeyUpdate");
-        bounded("write", mesh.write_all(&pattern(30_000, round))).await.unwrap();
-        bounded("flush", mesh.flush()).await.unwrap();
-        assert!(read_exactly(&mut tls, 30_000).await == pattern(30_000, round), "round {round}: the answer");
-    }
+    key_update_rounds(&mut tls, |t| t.get_mut().1.refresh_traffic_keys().unwrap(), &mut mesh, "client").await;
     // A buffered server, a MeshClient.
     let (c, s) = pair().await;
     let (mesh, tls) = bounded("handshake", async {
@@ -298,15 +308,7 @@ async fn traffic_flows_across_key_updates_of_a_buffered_peer() {
     })
     .await;
     let (mut mesh, mut tls) = (mesh.unwrap(), tls.unwrap());
-    for round in 0..4u8 {
-        tls.get_mut().1.refresh_traffic_keys().unwrap();
-        bounded("write", tls.write_all(&pattern(20_000, round))).await.unwrap();
-        bounded("flush", tls.flush()).await.unwrap();
-        assert!(read_exactly(&mut mesh, 20_000).await == pattern(20_000, round), "round {round}: after the server's KeyUpdate");
-        bounded("write", mesh.write_all(&pattern(30_000, round))).await.unwrap();
-        bounded("flush", mesh.flush()).await.unwrap();
-        assert!(read_exactly(&mut tls, 30_000).await == pattern(30_000, round), "round {round}: the answer");
-    }
+    key_update_rounds(&mut tls, |t| t.get_mut().1.refresh_traffic_keys().unwrap(), &mut mesh, "server").await;
     assert!(would_wait(&mut mesh).await);
     assert_eq!(mesh.held_capacity(), 0);
 }

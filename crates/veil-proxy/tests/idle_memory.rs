@@ -169,17 +169,11 @@ async fn an_idle_mesh_connection_holds_little_heap_in_each_sidecar() {
         .into(),
         gateway: None,
     };
-    let server_config = ProxyConfig {
-        version: 1,
-        node: node("server", "shop", "server", net.ip_b),
-        inbound: Inbound {
-            mode: MtlsMode::Strict,
-            ports: vec![InboundPort { port: ECHO, mode: MtlsMode::Strict, protocol: Protocol::Tcp }],
-            sniff_timeout_ms: 200,
-        },
-        outbound: Outbound::default().into(),
-        gateway: None,
-    };
+    let server_config = server_config(
+        net.ip_b,
+        MtlsMode::Strict,
+        vec![InboundPort { port: ECHO, mode: MtlsMode::Strict, protocol: Protocol::Tcp }],
+    );
     let client = Sidecar::start(&net.a, dir.path(), client_config, issue(&ca, &id_a), ca.trust_bundle()).await;
     let server = Sidecar::start(&net.b, dir.path(), server_config, issue(&ca, &id_b), ca.trust_bundle()).await;
     let server_app = NsRuntime::start(&net.b, None);

@@ -84,6 +84,18 @@ pub fn node(pod: &str, ns: &str, sa: &str, ip: Ipv4Addr) -> Node {
     }
 }
 
+/// The config of the server pod's sidecar (`shop/server` at `ip`): inbound
+/// `ports` under the workload-wide `mode`, no outbound services.
+pub fn server_config(ip: Ipv4Addr, mode: MtlsMode, ports: Vec<InboundPort>) -> ProxyConfig {
+    ProxyConfig {
+        version: 1,
+        node: node("server", "shop", "server", ip),
+        inbound: Inbound { mode, ports, sniff_timeout_ms: 200 },
+        outbound: Outbound::default().into(),
+        gateway: None,
+    }
+}
+
 pub fn mesh_endpoint(ip: Ipv4Addr, port: u16, identity: &str, host: &str) -> Endpoint {
     Endpoint {
         ip: IpAddr::V4(ip),
@@ -289,22 +301,16 @@ impl Mesh {
             gateway: None,
         };
         let port = |port, mode, protocol| InboundPort { port, mode, protocol };
-        let server_config = ProxyConfig {
-            version: 1,
-            node: node("server", "shop", "server", net.ip_b),
-            inbound: Inbound {
-                mode: MtlsMode::Permissive,
-                ports: vec![
-                    port(ECHO_STRICT, MtlsMode::Strict, Protocol::Tcp),
-                    port(ECHO_PERMISSIVE, MtlsMode::Permissive, Protocol::Unknown),
-                    port(ECHO_DISABLE, MtlsMode::Disable, Protocol::Tcp),
-                    port(HTTP_STRICT, MtlsMode::Strict, Protocol::Http),
-                ],
-                sniff_timeout_ms: 200,
-            },
-            outbound: Outbound::default().into(),
-            gateway: None,
-        };
+        let server_config = server_config(
+            net.ip_b,
+            MtlsMode::Permissive,
+            vec![
+                port(ECHO_STRICT, MtlsMode::Strict, Protocol::Tcp),
+                port(ECHO_PERMISSIVE, MtlsMode::Permissive, Protocol::Unknown),
+                port(ECHO_DISABLE, MtlsMode::Disable, Protocol::Tcp),
+                port(HTTP_STRICT, MtlsMode::Strict, Protocol::Http),
+            ],
+        );
         let client = Sidecar::start(&net.a, dir.path(), client_config, issue(&ca, &id_a), ca.trust_bundle()).await;
         let server = Sidecar::start(&net.b, dir.path(), server_config, issue(&ca, &id_b), ca.trust_bundle()).await;
         let server_apps = NsRuntime::start(&net.b, None);
