@@ -29,6 +29,11 @@ pub struct Settings {
     pub idle_connections: u32,
     /// Pause between phases (lets sockets in TIME_WAIT and caches settle).
     pub pause: Duration,
+    /// Wait after a path's proxies start and before its first request, so
+    /// every proxy is past its start-up when its idle RSS is read (Veil's
+    /// sidecars give back the pages start-up touched after 1 s without a
+    /// config change; the peers' RSS does not move).
+    pub settle: Duration,
 }
 
 impl Settings {
@@ -48,6 +53,7 @@ impl Settings {
             connect_duration: Duration::from_secs(10),
             idle_connections: 1000,
             pause: Duration::from_secs(1),
+            settle: Duration::from_secs(2),
         }
     }
 
@@ -77,6 +83,7 @@ impl Settings {
             connect_duration: Duration::from_millis(500),
             idle_connections: 20,
             pause: Duration::from_millis(100),
+            settle: Duration::from_millis(100),
             ..Settings::full()
         }
     }
@@ -238,6 +245,7 @@ fn idle(path: &Path, s: &Settings, res: &mut Resources) -> Result<crate::tcp::Id
 pub fn run(path: &Path, s: &Settings, result: &mut PathResult) {
     let mut res = Resources { proxies: path.proxies.iter().map(|p| p.label.clone()).collect(), ..Resources::default() };
     let mut fail = |phase: &str, e: BenchError| result.failures.push(format!("{phase}: {e}"));
+    std::thread::sleep(s.settle);
     if let Err(e) = probe(path) {
         fail("probe", e);
         return;

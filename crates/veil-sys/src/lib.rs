@@ -5,6 +5,9 @@
 //! destination, socket options) goes through `nix`'s safe wrappers.
 #![deny(unsafe_code)]
 
+mod pages;
 mod sched;
+
+pub use pages::{release_binary_pages, PagesError};
 
 pub use sched::{set_latency_slice, SliceError, MAX_SLICE_US, MIN_SLICE_US};

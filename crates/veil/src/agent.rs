@@ -10,7 +10,9 @@
 //! `SECRET_TTL` (seconds, default 86400), `OUTPUT_CERTS` (a directory: Istio's
 //! certificate files for software beside the proxy), `VEIL_SCHED_SLICE_US`
 //! (the proxy threads' scheduler slice in µs, default 100; 0 keeps the
-//! kernel's: see `veil_sys::set_latency_slice`).
+//! kernel's: see `veil_sys::set_latency_slice`), `VEIL_RELEASE_PAGES` (0
+//! keeps the pages of the binary that start-up touched resident: see
+//! `release_pages_when_quiet`).
 //!
 //! With `VEIL_CERTS_ONLY=1` only the certificate agent runs (Istio's pilot-agent
 //! with `DISABLE_ENVOY=true`): it gets and rotates the certificate and keeps
@@ -49,12 +51,52 @@ pub fn main() -> Result<()> {
     let data = veil_proxy::data_plane_runtime()?;
     data.block_on(async move {
         let (certs, config, bundle) = control.spawn(identity_and_config()).await.context("the control thread stopped")??;
+        control.spawn(release_pages_when_quiet(config.clone(), certs.clone()));
         let proxy = Proxy::bind(settings(), config, certs, bundle).await?;
         proxy.run_with(shutdown_signal(), Some(control)).await?;
         Ok::<_, anyhow::Error>(())
     })?;
     drop(side);
     Ok(())
+}
+
+/// How long the config and the certificate must stay unchanged before the
+/// pages that applying them touched are given back, in ms.
+const QUIET_MS: u64 = 1000;
+
+/// Gives back the pages of the binary that start-up touched
+/// (`veil_sys::release_binary_pages`) once the config and the certificate
+/// have not changed for [`QUIET_MS`], and again after each later change (a
+/// config push or a rotation runs code the steady state does not), unless
+/// `VEIL_RELEASE_PAGES=0`. What serving touches comes back on first use. A
+/// failure is logged once; the proxy serves either way.
+async fn release_pages_when_quiet(
+    mut config: watch::Receiver<Arc<ProxyConfig>>,
+    mut certs: watch::Receiver<Arc<WorkloadCertificate>>,
+) {
+    if std::env::var("VEIL_RELEASE_PAGES").is_ok_and(|v| v.trim() == "0") {
+        return;
+    }
+    loop {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(Duration::from_millis(QUIET_MS)) => break,
+                changed = config.changed() => if changed.is_err() { return },
+                changed = certs.changed() => if changed.is_err() { return },
+            }
+        }
+        match veil_sys::release_binary_pages() {
+            Ok(kib) => tracing::debug!(kib, "pages of the binary released"),
+            Err(e) => {
+                tracing::warn!("{e}");
+                return;
+            }
+        }
+        tokio::select! {
+            changed = config.changed() => if changed.is_err() { return },
+            changed = certs.changed() => if changed.is_err() { return },
+        }
+    }
 }
 
 /// Default scheduler slice of the proxy's threads, in µs.
