@@ -268,8 +268,13 @@ async fn start_and_serve(
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
-        // The proxies' scheduler slice (µs; 0 = the kernel's), passed on when set.
-        .chain(std::env::var("VEIL_SCHED_SLICE_US").ok().map(|v| ("VEIL_SCHED_SLICE_US".to_string(), v)))
+        // Passed on when set: the proxies' scheduler slice (µs; 0 = the kernel's) and
+        // whether they give back their start-up pages (0 = keep them).
+        .chain(
+            ["VEIL_SCHED_SLICE_US", "VEIL_RELEASE_PAGES"]
+                .into_iter()
+                .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))),
+        )
         .collect()
     };
     let total = plan.pods.len();
