@@ -111,11 +111,14 @@ impl Idle {
     }
 }
 
+/// A shared HTTP/2 connection to an endpoint, with the upstream TLS it was made with.
+type H2Connection = (Arc<UpstreamTls>, http2::SendRequest<RequestBody>);
+
 #[derive(Default)]
 struct Idles {
     /// Per endpoint address, oldest first.
     h1: HashMap<SocketAddr, VecDeque<Idle>>,
-    h2: HashMap<SocketAddr, Vec<(Arc<UpstreamTls>, http2::SendRequest<RequestBody>)>>,
+    h2: HashMap<SocketAddr, Vec<H2Connection>>,
 }
 
 /// The pool of one proxy (see the module doc).
