@@ -16,6 +16,7 @@ pub mod mesh;
 pub mod process;
 pub mod procfs;
 pub mod report;
+pub mod rounds;
 pub mod run;
 pub mod serve;
 pub mod stats;

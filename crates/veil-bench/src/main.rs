@@ -39,6 +39,10 @@ enum Cmd {
         /// Only these paths (direct, veil, stunnel, haproxy, external), comma-separated.
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
+        /// Measure every path this many times (1–9), alternating the order of
+        /// the meshes; the report gives each figure's median and range.
+        #[arg(long, default_value_t = 1)]
+        rounds: u32,
     },
     /// The server pod's application: HTTP 1 KiB responses and TCP echo.
     Serve {
@@ -116,9 +120,9 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), BenchError> {
 
 fn main_result(cli: Cli) -> Result<(), BenchError> {
     match cli.command {
-        Cmd::Run { quick, smoke, veil, example, out, only } => {
+        Cmd::Run { quick, smoke, veil, example, out, only, rounds } => {
             let mode = if smoke { Mode::Smoke } else if quick { Mode::Quick } else { Mode::Full };
-            let report = veil_bench::run::run(RunOptions { mode, veil, example, out, only })?;
+            let report = veil_bench::run::run(RunOptions { mode, veil, example, out, only, rounds })?;
             println!("{}", veil_bench::report::markdown(&report));
             Ok(())
         }

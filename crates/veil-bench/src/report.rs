@@ -8,6 +8,7 @@ use std::fmt::Write as _;
 
 use crate::control_plane::ControlPlaneResult;
 use crate::figures::{Better, Figure, PathKind, PathResult, FIGURES};
+use crate::rounds::Values;
 
 /// A whole run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -19,9 +20,10 @@ pub struct Report {
     pub machine: BTreeMap<String, String>,
     /// Workload sizes, as text.
     pub workloads: Vec<String>,
-    pub paths: Vec<PathResult>,
+    /// Every path's results, per round (`--rounds`; one by default).
+    pub rounds: Vec<Vec<PathResult>>,
     pub control_plane: Option<ControlPlaneResult>,
-    /// figure key → path → value, ratio to direct, ratio to the best peer.
+    /// figure key → path → median over the rounds, ratio to direct, ratio to the best peer.
     pub ratios: BTreeMap<String, BTreeMap<String, Ratio>>,
     pub targets: Vec<Target>,
 }
@@ -29,7 +31,11 @@ pub struct Report {
 /// One value of one path, with its ratios.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Ratio {
+    /// The median over the rounds that produced it.
     pub value: f64,
+    /// Lowest and highest over the rounds, when more than one produced it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<(f64, f64)>,
     pub to_direct: Option<f64>,
     /// Against the best peer that is not this path.
     pub to_best_peer: Option<f64>,
@@ -50,11 +56,12 @@ fn value(p: &PathResult, f: &Figure) -> Option<f64> {
 }
 
 /// The best value of `f` among the peers other than `except`.
-pub fn best_peer(paths: &[PathResult], f: &Figure, except: &str) -> Option<(String, f64)> {
-    paths
+pub fn best_peer(values: &Values, f: &Figure, except: &str) -> Option<(String, f64)> {
+    values
+        .paths()
         .iter()
-        .filter(|p| p.kind == PathKind::Peer && p.name != except)
-        .filter_map(|p| value(p, f).map(|v| (p.name.clone(), v)))
+        .filter(|(name, kind)| *kind == PathKind::Peer && name != except)
+        .filter_map(|(name, _)| values.get(name, f.key).map(|v| (name.clone(), v)))
         .reduce(|a, b| match f.better {
             Better::Lower if b.1 < a.1 => b,
             Better::Higher if b.1 > a.1 => b,
@@ -62,20 +69,22 @@ pub fn best_peer(paths: &[PathResult], f: &Figure, except: &str) -> Option<(Stri
         })
 }
 
-/// Every figure of every path with its ratios.
-pub fn ratios(paths: &[PathResult]) -> BTreeMap<String, BTreeMap<String, Ratio>> {
+/// Every figure of every path (its median over the rounds) with its ratios.
+pub fn ratios(values: &Values) -> BTreeMap<String, BTreeMap<String, Ratio>> {
     let mut out = BTreeMap::new();
-    let direct = paths.iter().find(|p| p.kind == PathKind::Direct);
+    let direct = values.paths().iter().find(|(_, kind)| *kind == PathKind::Direct);
     for f in FIGURES {
-        let d = direct.and_then(|p| value(p, f)).filter(|v| *v != 0.0);
+        let d = direct.and_then(|(name, _)| values.get(name, f.key)).filter(|v| *v != 0.0);
         let mut row = BTreeMap::new();
-        for p in paths {
-            let Some(v) = value(p, f) else { continue };
-            let best = best_peer(paths, f, &p.name);
+        for (name, _) in values.paths() {
+            let Some(spread) = values.spread(name, f.key) else { continue };
+            let v = spread.median;
+            let best = best_peer(values, f, name);
             row.insert(
-                p.name.clone(),
+                name.clone(),
                 Ratio {
                     value: v,
+                    range: (spread.count > 1).then_some((spread.min, spread.max)),
                     to_direct: d.map(|d| v / d),
                     to_best_peer: best.as_ref().filter(|b| b.1 != 0.0).map(|b| v / b.1),
                     best_peer: best.map(|b| b.0),
@@ -107,27 +116,35 @@ pub fn markdown(r: &Report) -> String {
     let machine: Vec<String> = r.machine.iter().map(|(k, v)| format!("{k}: {v}")).collect();
     let _ = writeln!(m, "## Benchmark {} ({} run)\n\n{}\n", r.date, r.mode, machine.join("; "));
     let _ = writeln!(m, "Workloads: {}\n", r.workloads.join("; "));
-    let names: Vec<&str> = r.paths.iter().map(|p| p.name.as_str()).collect();
+    let values = Values::new(&r.rounds);
+    let paths = values.paths();
+    let names: Vec<&str> = paths.iter().map(|(name, _)| name.as_str()).collect();
     let _ = writeln!(m, "| figure | {} | veil ÷ best peer |", names.join(" | "));
     let _ = writeln!(m, "|---|{}---|", "---|".repeat(names.len()));
     for f in FIGURES {
         let row = r.ratios.get(f.key);
-        let cells: Vec<String> = r
-            .paths
+        let cells: Vec<String> = paths
             .iter()
-            .map(|p| match row.and_then(|x| x.get(&p.name)) {
-                None if f.proxy_only && p.kind == PathKind::Direct => "—".into(),
+            .map(|(name, kind)| match row.and_then(|x| x.get(name)) {
+                None if f.proxy_only && *kind == PathKind::Direct => "—".into(),
                 None => "missing".into(),
-                Some(x) => match x.to_direct.filter(|_| p.kind != PathKind::Direct) {
-                    Some(d) => format!("{} ({}×)", num(x.value), num(d)),
-                    None => num(x.value),
-                },
+                Some(x) => {
+                    let range = x.range.map(|(lo, hi)| format!(" [{}–{}]", num(lo), num(hi))).unwrap_or_default();
+                    match x.to_direct.filter(|_| *kind != PathKind::Direct) {
+                        Some(d) => format!("{} ({}×){range}", num(x.value), num(d)),
+                        None => format!("{}{range}", num(x.value)),
+                    }
+                }
             })
             .collect();
         let veil = row.and_then(|x| x.get("veil")).and_then(|x| Some(format!("{}× ({})", num(x.to_best_peer?), x.best_peer.as_deref()?)));
         let _ = writeln!(m, "| {} ({}) | {} | {} |", f.label, f.unit, cells.join(" | "), veil.unwrap_or_else(|| "—".into()));
     }
-    let _ = writeln!(m, "\nCells: value (ratio to direct). Proxy figures: CPU of both proxies of a path together; RSS of the larger one.");
+    let cells = match r.rounds.len() {
+        1 => "Cells: value (ratio to direct).".to_string(),
+        n => format!("Cells: median of {n} rounds (its ratio to direct) [lowest–highest]; ratios and targets use the medians."),
+    };
+    let _ = writeln!(m, "\n{cells} Proxy figures: CPU of both proxies of a path together; RSS of the larger one.");
     if let Some(cp) = &r.control_plane {
         let _ = writeln!(
             m,
@@ -146,22 +163,38 @@ pub fn markdown(r: &Report) -> String {
             let _ = writeln!(m, "| {} | {} | {met} |", t.what, t.measured);
         }
     }
-    for p in r.paths.iter().filter(|p| !p.failures.is_empty()) {
-        let _ = writeln!(m, "\n{} failures:\n{}", p.name, p.failures.iter().map(|f| format!("- {f}")).collect::<Vec<_>>().join("\n"));
+    for (i, round) in r.rounds.iter().enumerate() {
+        for p in round.iter().filter(|p| !p.failures.is_empty()) {
+            let failures = p.failures.iter().map(|f| format!("- {f}")).collect::<Vec<_>>().join("\n");
+            let _ = writeln!(m, "\n{}{} failures:\n{failures}", round_prefix(r, i), p.name);
+        }
     }
     m
 }
 
-/// Every figure a path should have that it does not (`direct` has no proxy figures).
+/// `round N: ` when the run had several rounds.
+fn round_prefix(r: &Report, i: usize) -> String {
+    if r.rounds.len() > 1 {
+        format!("round {}: ", i + 1)
+    } else {
+        String::new()
+    }
+}
+
+/// Every figure a path should have that it does not, in any round (`direct`
+/// has no proxy figures), and every failed phase.
 pub fn missing(r: &Report) -> Vec<String> {
     let mut out = Vec::new();
-    for p in &r.paths {
-        for f in FIGURES.iter().filter(|f| !(f.proxy_only && p.kind == PathKind::Direct)) {
-            if value(p, f).is_none() {
-                out.push(format!("{}: {}", p.name, f.label));
+    for (i, round) in r.rounds.iter().enumerate() {
+        let prefix = round_prefix(r, i);
+        for p in round {
+            for f in FIGURES.iter().filter(|f| !(f.proxy_only && p.kind == PathKind::Direct)) {
+                if value(p, f).is_none() {
+                    out.push(format!("{prefix}{}: {}", p.name, f.label));
+                }
             }
+            out.extend(p.failures.iter().map(|e| format!("{prefix}{}: {e}", p.name)));
         }
-        out.extend(p.failures.iter().map(|e| format!("{}: {e}", p.name)));
     }
     match &r.control_plane {
         Some(cp) if cp.proxies > 0 && cp.compute_ms > 0.0 => {}
@@ -193,7 +226,7 @@ mod tests {
             path("stunnel", PathKind::Peer, 200.0, 8192),
             path("haproxy", PathKind::Peer, 400.0, 16384),
         ];
-        let r = ratios(&paths);
+        let r = ratios(&Values::new(&[paths]));
         let conn = &r["conn_per_s"]["veil"];
         assert_eq!(conn.to_direct, Some(0.5));
         assert_eq!(conn.best_peer.as_deref(), Some("haproxy"), "higher is better for conn/s");
@@ -214,9 +247,9 @@ mod tests {
             mode: "smoke".into(),
             machine: BTreeMap::new(),
             workloads: Vec::new(),
-            ratios: ratios(&paths),
-            targets: crate::targets::check(&paths, None, None),
-            paths,
+            ratios: ratios(&Values::new(std::slice::from_ref(&paths))),
+            targets: crate::targets::check(&Values::new(std::slice::from_ref(&paths)), None, None),
+            rounds: vec![paths],
             control_plane: None,
         };
         let missing = missing(&report);
@@ -227,5 +260,34 @@ mod tests {
         assert!(md.contains("| New connections per second (conn/s) | 1000 | 500.0 (0.500×) |"), "{md}");
         assert!(md.contains("missing"));
         assert!(report.targets.iter().any(|t| t.what.contains("ztunnel") && t.met.is_none()));
+    }
+
+    #[test]
+    fn rounds_give_medians_ranges_and_targets_on_the_medians() {
+        let round = |veil: f64, haproxy: f64| {
+            vec![path("direct", PathKind::Direct, 1000.0, 0), path("veil", PathKind::Veil, veil, 4096), path("haproxy", PathKind::Peer, haproxy, 8192)]
+        };
+        // Veil beats HAProxy in two rounds of three: the medians decide.
+        let rounds = vec![round(500.0, 400.0), round(300.0, 450.0), round(600.0, 420.0)];
+        let values = Values::new(&rounds);
+        let report = Report {
+            date: "2026-01-01 00:00".into(),
+            mode: "quick".into(),
+            machine: BTreeMap::new(),
+            workloads: Vec::new(),
+            ratios: ratios(&values),
+            targets: crate::targets::check(&values, None, None),
+            rounds,
+            control_plane: None,
+        };
+        let conn = &report.ratios["conn_per_s"]["veil"];
+        assert_eq!((conn.value, conn.range), (500.0, Some((300.0, 600.0))));
+        assert_eq!(conn.to_best_peer, Some(500.0 / 420.0));
+        let haproxy = report.targets.iter().find(|t| t.what.contains("≥ HAProxy")).expect("target");
+        assert_eq!(haproxy.met, Some(true), "{haproxy:?}");
+        let md = markdown(&report);
+        assert!(md.contains("| 500.0 (0.500×) [300.0–600.0] |"), "{md}");
+        assert!(md.contains("median of 3 rounds"), "{md}");
+        assert!(missing(&report).iter().any(|m| m.starts_with("round 2: veil: HTTP")), "missing figures name their round");
     }
 }

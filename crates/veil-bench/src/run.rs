@@ -15,6 +15,7 @@ use crate::mesh::{prepare, Mesh};
 use crate::process::{in_netns, output, Daemon};
 use crate::procfs::Tracked;
 use crate::report::{self, Report};
+use crate::rounds::Values;
 use crate::tunnel::{self, Certs, External, Tool};
 use crate::workloads::{self, Settings};
 use crate::BenchError;
@@ -49,7 +50,12 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     /// Only these paths (all when empty).
     pub only: Vec<String>,
+    /// How many times every path is measured (the report gives medians).
+    pub rounds: u32,
 }
+
+/// Most rounds `--rounds` accepts.
+pub const MAX_ROUNDS: u32 = 9;
 
 const LOCK: &str = "/run/veil-bench.lock";
 const TOOLS: [&str; 6] = ["ip", "openssl", "wrk", "iperf3", "stunnel4", "haproxy"];
@@ -185,6 +191,25 @@ impl Ctx {
         Ok(())
     }
 
+    /// Every selected path once; the Veil mesh first when `veil_first` (the
+    /// rounds alternate, so neither kind of path always runs later).
+    fn round(&self, veil_first: bool) -> Result<Vec<PathResult>, BenchError> {
+        let mut paths = Vec::new();
+        if veil_first && self.wants("veil") {
+            paths.push(self.veil_path()?);
+        }
+        self.plain_paths(&mut paths)?;
+        if !veil_first && self.wants("veil") {
+            paths.push(self.veil_path()?);
+        }
+        paths.sort_by_key(|p| match p.kind {
+            PathKind::Direct => 0,
+            PathKind::Veil => 1,
+            PathKind::Peer => 2,
+        });
+        Ok(paths)
+    }
+
     fn veil_path(&self) -> Result<PathResult, BenchError> {
         let dir = self.work.join("mesh");
         prepare(&self.opts.example, &dir, true, &self.bench_bin)?;
@@ -239,21 +264,21 @@ pub fn run(opts: RunOptions) -> Result<Report, BenchError> {
         Mode::Quick => Settings::quick(),
         Mode::Smoke => Settings::smoke(),
     };
-    let ctx = Ctx { opts, settings, work, bench_bin, certs };
-    let mut paths = Vec::new();
-    ctx.plain_paths(&mut paths)?;
-    if ctx.wants("veil") {
-        paths.push(ctx.veil_path()?);
+    if !(1..=MAX_ROUNDS).contains(&opts.rounds) {
+        return Err(BenchError::Usage(format!("--rounds {} is outside 1..={MAX_ROUNDS}", opts.rounds)));
     }
-    let order = |p: &PathResult| match p.kind {
-        PathKind::Direct => 0,
-        PathKind::Veil => 1,
-        PathKind::Peer => 2,
-    };
-    paths.sort_by_key(order);
-    if paths.is_empty() {
+    let ctx = Ctx { opts, settings, work, bench_bin, certs };
+    let mut rounds = Vec::new();
+    for round in 0..ctx.opts.rounds {
+        if ctx.opts.rounds > 1 {
+            eprintln!("bench: round {} of {}", round + 1, ctx.opts.rounds);
+        }
+        rounds.push(ctx.round(round % 2 == 1)?);
+    }
+    if rounds.iter().all(Vec::is_empty) {
         return Err(BenchError::Usage(format!("no path selected by --only {}; set BENCH_EXTERNAL_* for external", ctx.opts.only.join(","))));
     }
+    let values = Values::new(&rounds);
     let control_plane = ctx.control_plane().map_err(|e| eprintln!("bench: control plane: {e}")).ok();
     let external = External::from_env()?.map(|e| e.name);
     let s = &ctx.settings;
@@ -269,9 +294,9 @@ pub fn run(opts: RunOptions) -> Result<Report, BenchError> {
             format!("new connections for {} s from {} loops (connect, 1 B echo, close)", s.connect_duration.as_secs_f64(), s.connect_workers),
             format!("{} idle connections", s.idle_connections),
         ],
-        ratios: report::ratios(&paths),
-        targets: crate::targets::check(&paths, external.as_deref(), control_plane.as_ref()),
-        paths,
+        ratios: report::ratios(&values),
+        targets: crate::targets::check(&values, external.as_deref(), control_plane.as_ref()),
+        rounds,
         control_plane,
     };
     report.machine.insert("mode".into(), report.mode.clone());

@@ -1,14 +1,16 @@
-//! The issue's targets, checked against one run's figures. Each target is
+//! The issue's targets, checked against one run's figures (each the median
+//! over the run's rounds). Each target is
 //! reported with the numbers it was decided on; a target whose figures are
 //! missing (e.g. no `external` path was configured) is `n/a`.
 
 use crate::control_plane::ControlPlaneResult;
-use crate::figures::{figure, PathKind, PathResult};
+use crate::figures::PathKind;
 use crate::report::{num, Target};
+use crate::rounds::Values;
 
-fn get(paths: &[PathResult], name: &str, key: &str) -> Option<f64> {
-    let f = figure(key)?;
-    paths.iter().find(|p| p.name == name).and_then(|p| (f.get)(p)).filter(|v| v.is_finite())
+/// The median over the rounds of figure `key` of path `name`.
+fn get(values: &Values, name: &str, key: &str) -> Option<f64> {
+    values.get(name, key)
 }
 
 fn target(what: &str, measured: String, met: Option<bool>) -> Target {
@@ -16,12 +18,13 @@ fn target(what: &str, measured: String, met: Option<bool>) -> Target {
 }
 
 /// Veil's value against every peer's: met when Veil is better than all of them.
-fn versus_peers(paths: &[PathResult], key: &str, what: &str, lower: bool) -> Target {
-    let veil = get(paths, "veil", key);
-    let peers: Vec<(String, f64)> = paths
+fn versus_peers(values: &Values, key: &str, what: &str, lower: bool) -> Target {
+    let veil = get(values, "veil", key);
+    let peers: Vec<(String, f64)> = values
+        .paths()
         .iter()
-        .filter(|p| p.kind == PathKind::Peer)
-        .filter_map(|p| get(paths, &p.name, key).map(|v| (p.name.clone(), v)))
+        .filter(|(_, kind)| *kind == PathKind::Peer)
+        .filter_map(|(name, _)| get(values, name, key).map(|v| (name.clone(), v)))
         .collect();
     let measured = std::iter::once(format!("veil {}", veil.map_or("missing".into(), num)))
         .chain(peers.iter().map(|(n, v)| format!("{n} {}", num(*v))))
@@ -32,15 +35,15 @@ fn versus_peers(paths: &[PathResult], key: &str, what: &str, lower: bool) -> Tar
 }
 
 /// `veil value ≤ limit`.
-fn at_most(paths: &[PathResult], key: &str, what: &str, limit: f64, unit: &str) -> Target {
-    let v = get(paths, "veil", key);
+fn at_most(values: &Values, key: &str, what: &str, limit: f64, unit: &str) -> Target {
+    let v = get(values, "veil", key);
     target(what, v.map_or("missing".into(), |v| format!("{} {unit}", num(v))), v.map(|v| v <= limit))
 }
 
 /// `veil ÷ other` compared with `factor` (`at_least`: ratio ≥ factor, else ≤).
-fn ratio(paths: &[PathResult], key: &str, other: Option<&str>, factor: f64, at_least: bool, what: &str) -> Target {
-    let v = get(paths, "veil", key);
-    let o = other.and_then(|o| get(paths, o, key));
+fn ratio(values: &Values, key: &str, other: Option<&str>, factor: f64, at_least: bool, what: &str) -> Target {
+    let v = get(values, "veil", key);
+    let o = other.and_then(|o| get(values, o, key));
     match (v, o, other) {
         (Some(v), Some(o), Some(name)) if o != 0.0 => {
             let r = v / o;
@@ -52,25 +55,25 @@ fn ratio(paths: &[PathResult], key: &str, other: Option<&str>, factor: f64, at_l
 
 /// Every target of the issue. `external` names the external path (the
 /// issue's ztunnel), if one ran.
-pub fn check(paths: &[PathResult], external: Option<&str>, cp: Option<&ControlPlaneResult>) -> Vec<Target> {
+pub fn check(values: &Values, external: Option<&str>, cp: Option<&ControlPlaneResult>) -> Vec<Target> {
     let ext = external.unwrap_or("ztunnel (external)");
     let ext_opt = external;
     let mut t = vec![
-        ratio(paths, "http_p50_us", Some("direct"), 1.3, false, "p50 at 1000 rps ≤ 1.3× direct"),
-        versus_peers(paths, "http_p99_us", "p99 at 1000 rps lower than every peer's (µs)", true),
-        at_most(paths, "cpu_s_per_1000_req", "CPU per 1000 rps, both Veil proxies ≤ 0.05 vCPU", 0.05, "vCPU"),
-        versus_peers(paths, "cpu_s_per_1000_req", "CPU per 1000 rps lower than every peer's (vCPU)", true),
-        at_most(paths, "rss_idle_mib", "RSS idle ≤ 5 MiB", 5.0, "MiB"),
-        at_most(paths, "rss_load_mib", "RSS at 1000 rps ≤ 10 MiB", 10.0, "MiB"),
-        at_most(paths, "rss_idle_conns_mib", "RSS with the idle connections ≤ 20 MiB", 20.0, "MiB"),
+        ratio(values, "http_p50_us", Some("direct"), 1.3, false, "p50 at 1000 rps ≤ 1.3× direct"),
+        versus_peers(values, "http_p99_us", "p99 at 1000 rps lower than every peer's (µs)", true),
+        at_most(values, "cpu_s_per_1000_req", "CPU per 1000 rps, both Veil proxies ≤ 0.05 vCPU", 0.05, "vCPU"),
+        versus_peers(values, "cpu_s_per_1000_req", "CPU per 1000 rps lower than every peer's (vCPU)", true),
+        at_most(values, "rss_idle_mib", "RSS idle ≤ 5 MiB", 5.0, "MiB"),
+        at_most(values, "rss_load_mib", "RSS at 1000 rps ≤ 10 MiB", 10.0, "MiB"),
+        at_most(values, "rss_idle_conns_mib", "RSS with the idle connections ≤ 20 MiB", 20.0, "MiB"),
     ];
     for (key, label) in [("rss_idle_mib", "idle"), ("rss_load_mib", "at 1000 rps"), ("rss_idle_conns_mib", "with idle connections")] {
-        t.push(ratio(paths, key, ext_opt, 0.5, false, &format!("RSS {label} ≤ half of {ext}'s")));
+        t.push(ratio(values, key, ext_opt, 0.5, false, &format!("RSS {label} ≤ half of {ext}'s")));
     }
-    t.push(ratio(paths, "iperf_gbps", ext_opt, 1.5, true, &format!("bulk throughput ≥ 1.5× {ext}'s")));
-    t.push(ratio(paths, "iperf_gbps", Some("direct"), 0.5, true, "bulk throughput ≥ 50 % of direct"));
-    t.push(ratio(paths, "conn_per_s", ext_opt, 1.5, true, &format!("new mTLS connections/s ≥ 1.5× {ext}'s")));
-    t.push(ratio(paths, "conn_per_s", Some("haproxy"), 1.0, true, "new mTLS connections/s ≥ HAProxy's"));
+    t.push(ratio(values, "iperf_gbps", ext_opt, 1.5, true, &format!("bulk throughput ≥ 1.5× {ext}'s")));
+    t.push(ratio(values, "iperf_gbps", Some("direct"), 0.5, true, "bulk throughput ≥ 50 % of direct"));
+    t.push(ratio(values, "conn_per_s", ext_opt, 1.5, true, &format!("new mTLS connections/s ≥ 1.5× {ext}'s")));
+    t.push(ratio(values, "conn_per_s", Some("haproxy"), 1.0, true, "new mTLS connections/s ≥ HAProxy's"));
     match cp {
         Some(cp) => {
             t.push(target("control plane: every proxy config < 1 s", format!("{} ms for {} proxies", num(cp.compute_ms), cp.proxies), Some(cp.compute_ms < 1000.0)));
