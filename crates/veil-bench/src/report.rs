@@ -248,7 +248,7 @@ mod tests {
             machine: BTreeMap::new(),
             workloads: Vec::new(),
             ratios: ratios(&Values::new(std::slice::from_ref(&paths))),
-            targets: crate::targets::check(&Values::new(std::slice::from_ref(&paths)), None, None),
+            targets: crate::targets::check(&Values::new(std::slice::from_ref(&paths)), 1000, None, None),
             rounds: vec![paths],
             control_plane: None,
         };
@@ -276,7 +276,7 @@ mod tests {
             machine: BTreeMap::new(),
             workloads: Vec::new(),
             ratios: ratios(&values),
-            targets: crate::targets::check(&values, None, None),
+            targets: crate::targets::check(&values, 1000, None, None),
             rounds,
             control_plane: None,
         };

@@ -295,7 +295,7 @@ pub fn run(opts: RunOptions) -> Result<Report, BenchError> {
             format!("{} idle connections", s.idle_connections),
         ],
         ratios: report::ratios(&values),
-        targets: crate::targets::check(&values, external.as_deref(), control_plane.as_ref()),
+        targets: crate::targets::check(&values, ctx.settings.http_rate, external.as_deref(), control_plane.as_ref()),
         rounds,
         control_plane,
     };

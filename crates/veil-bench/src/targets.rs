@@ -53,21 +53,23 @@ fn ratio(values: &Values, key: &str, other: Option<&str>, factor: f64, at_least:
     }
 }
 
-/// Every target of the issue. `external` names the external path (the
+/// Every target of the issue (set at 1000 rps; the labels name the run's
+/// fixed rate, `rate` requests/s). `external` names the external path (the
 /// issue's ztunnel), if one ran.
-pub fn check(values: &Values, external: Option<&str>, cp: Option<&ControlPlaneResult>) -> Vec<Target> {
+pub fn check(values: &Values, rate: u32, external: Option<&str>, cp: Option<&ControlPlaneResult>) -> Vec<Target> {
     let ext = external.unwrap_or("ztunnel (external)");
     let ext_opt = external;
     let mut t = vec![
-        ratio(values, "http_p50_us", Some("direct"), 1.3, false, "p50 at 1000 rps ≤ 1.3× direct"),
-        versus_peers(values, "http_p99_us", "p99 at 1000 rps lower than every peer's (µs)", true),
-        at_most(values, "cpu_s_per_1000_req", "CPU per 1000 rps, both Veil proxies ≤ 0.05 vCPU", 0.05, "vCPU"),
-        versus_peers(values, "cpu_s_per_1000_req", "CPU per 1000 rps lower than every peer's (vCPU)", true),
+        ratio(values, "http_p50_us", Some("direct"), 1.3, false, &format!("p50 at {rate} rps ≤ 1.3× direct")),
+        versus_peers(values, "http_p99_us", &format!("p99 at {rate} rps lower than every peer's (µs)"), true),
+        at_most(values, "cpu_s_per_1000_req", &format!("CPU per 1000 requests at {rate} rps, both Veil proxies ≤ 0.05 s (= vCPU at 1000 rps)"), 0.05, "s"),
+        versus_peers(values, "cpu_s_per_1000_req", &format!("CPU per 1000 requests at {rate} rps lower than every peer's (s)"), true),
         at_most(values, "rss_idle_mib", "RSS idle ≤ 5 MiB", 5.0, "MiB"),
-        at_most(values, "rss_load_mib", "RSS at 1000 rps ≤ 10 MiB", 10.0, "MiB"),
+        at_most(values, "rss_load_mib", &format!("RSS at {rate} rps ≤ 10 MiB"), 10.0, "MiB"),
         at_most(values, "rss_idle_conns_mib", "RSS with the idle connections ≤ 20 MiB", 20.0, "MiB"),
     ];
-    for (key, label) in [("rss_idle_mib", "idle"), ("rss_load_mib", "at 1000 rps"), ("rss_idle_conns_mib", "with idle connections")] {
+    let at_rate = format!("at {rate} rps");
+    for (key, label) in [("rss_idle_mib", "idle"), ("rss_load_mib", at_rate.as_str()), ("rss_idle_conns_mib", "with idle connections")] {
         t.push(ratio(values, key, ext_opt, 0.5, false, &format!("RSS {label} ≤ half of {ext}'s")));
     }
     t.push(ratio(values, "iperf_gbps", ext_opt, 1.5, true, &format!("bulk throughput ≥ 1.5× {ext}'s")));

@@ -83,7 +83,9 @@ impl Settings {
             connect_duration: Duration::from_millis(500),
             idle_connections: 20,
             pause: Duration::from_millis(100),
-            settle: Duration::from_millis(100),
+            // Past a Veil sidecar's release of its start-up pages, so that idle RSS
+            // is not read before it and the held connections' RSS after it.
+            settle: Duration::from_millis(1500),
             ..Settings::full()
         }
     }
