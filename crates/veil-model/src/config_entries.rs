@@ -134,6 +134,13 @@ pub struct EntryMatch {
     /// proto warns that such a TCP entry takes the whole port).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub addresses: Vec<Cidr>,
+    /// The ServiceEntry has no `addresses`: on an HTTP or TLS port its
+    /// hosts also match by `Host` or SNI (istiod's `0.0.0.0:<port>`
+    /// listener), so a `STATIC`/`DNS` entry is found when the workload
+    /// dialled an address of the host its endpoints do not list (a DNS
+    /// answer that moved, another CDN address).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub by_name: bool,
     /// `resolution: NONE`: the connection goes to the address the workload
     /// dialled (Envoy `ORIGINAL_DST`), with this TLS. `None` for entries
     /// with endpoints.

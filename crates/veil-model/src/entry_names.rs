@@ -1,5 +1,7 @@
 //! ServiceEntry ports that no address identifies (`resolution: NONE`
-//! without `addresses`): which entry a connection to such a port means.
+//! without `addresses`), and the HTTP and TLS ports of `STATIC`/`DNS`
+//! entries without `addresses` when the dialled address is not one of their
+//! endpoints: which entry a connection to such a port means.
 //!
 //! Follows <https://istio.io/latest/docs/reference/config/networking/service-entry/>
 //! (spec §1.7: `hosts` are "matched against Host/authority for HTTP and SNI
@@ -42,13 +44,17 @@ impl Outbound {
         self.entry(&service.hostname, service.port).is_some_and(|e| e.addresses.is_empty())
     }
 
-    /// The ServiceEntry ports on `port` that no address identifies, in
-    /// config order.
+    /// The ServiceEntry ports on `port` that a name can identify, in
+    /// config order: every entry without `addresses` (for `STATIC`/`DNS`,
+    /// its HTTP and TLS ports; its TCP ports stay matched by its endpoints'
+    /// addresses).
     fn unaddressed_on(&self, port: u16) -> impl Iterator<Item = &OutboundService> + '_ {
         self.entries
             .iter()
-            .filter(move |e| e.port == port && e.addresses.is_empty())
-            .filter_map(|e| self.service(&e.host, e.port))
+            .filter(move |e| e.port == port && (e.addresses.is_empty() || e.by_name))
+            .filter_map(move |e| self.service(&e.host, e.port).map(|s| (e, s)))
+            .filter(|(e, s)| e.addresses.is_empty() || s.protocol.is_http() || s.protocol == Protocol::Tls)
+            .map(|(_, s)| s)
     }
 
     /// How connections to `port` are matched to its unaddressed entries.

@@ -285,7 +285,7 @@ impl MeshInput {
                     }
                     let (service, original_destination) = self.entry_port(&view, port, protocol);
                     services.push(service);
-                    matches.push(EntryMatch { host: host.clone(), port, addresses: addresses.clone(), original_destination });
+                    matches.push(EntryMatch { host: host.clone(), port, addresses: addresses.clone(), by_name: entry.addresses.is_empty(), original_destination });
                 }
             }
         }

@@ -1,7 +1,8 @@
 //! ServiceEntries without `addresses` (`resolution: NONE`), matched by name
 //! instead of taking their whole port: by SNI on TLS ports (cases 11 and
 //! 12), by `Host` on HTTP ports, most specific host first, and by port
-//! alone on opaque TCP ports; entries with addresses are not affected.
+//! alone on opaque TCP ports; `STATIC` entries without `addresses` also by name on
+//! HTTP and TLS ports; entries with addresses are not affected.
 
 mod common;
 
@@ -107,4 +108,35 @@ fn a_routed_port_of_an_entry_without_addresses_is_matched_by_host() {
     // Control: without the VirtualService, port 80 is nobody's.
     let out = outbound(&[entry("api", &["api.example.com"], 443, "HTTPS")]);
     assert_eq!(out.names_on(80), PortNames::None);
+}
+
+/// A `STATIC` ServiceEntry on `port` with one endpoint address.
+fn static_entry(name: &str, host: &str, port: u16, protocol: &str, endpoint: &str, addresses: &str) -> String {
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata:\n  name: {name}\n  namespace: default\nspec:\n  hosts: [{host}]\n{addresses}  ports:\n  - {{number: {port}, name: p{port}, protocol: {protocol}}}\n  resolution: STATIC\n  endpoints:\n  - address: {endpoint}\n"
+    )
+}
+
+#[test]
+fn static_entries_without_addresses_also_match_by_name_on_http_and_tls_ports() {
+    let out = outbound(&[
+        static_entry("api", "api.example", 443, "TLS", "192.0.2.10", ""),
+        static_entry("web", "web.example", 80, "HTTP", "192.0.2.11", ""),
+        static_entry("db", "db.example", 5432, "TCP", "192.0.2.12", ""),
+        static_entry("vip", "vip.example", 8443, "TLS", "192.0.2.13", "  addresses: [240.0.0.1]\n"),
+    ]);
+    // Found by their endpoints' addresses, as before...
+    assert_eq!(host_of(out.lookup("192.0.2.10".parse().expect("ip"), 443).map(|(s, _)| s)), Some("api.example"));
+    assert!(!out.is_unaddressed(out.service("api.example", 443).expect("entry")), "an address names it");
+    // ...and by SNI or Host when the workload dialled another address of the host.
+    assert_eq!(out.names_on(443), PortNames::Names { http: false, tls: true });
+    assert_eq!(host_of(out.entry_by_sni("api.example", 443)), Some("api.example"));
+    assert_eq!(out.names_on(80), PortNames::Names { http: true, tls: false });
+    assert_eq!(host_of(out.entry_by_host("web.example", 80)), Some("web.example"));
+    assert_eq!(out.entry_by_host("other.example", 80), None);
+    // An opaque TCP port keeps its endpoints' addresses: it does not take the whole port.
+    assert_eq!(out.names_on(5432), PortNames::None);
+    // An entry with `addresses` is only ever found by them.
+    assert_eq!(out.names_on(8443), PortNames::None);
+    assert_eq!(out.entry_by_sni("vip.example", 8443), None);
 }

@@ -1,6 +1,8 @@
 //! Outbound connections to ports that ServiceEntries without `addresses`
-//! use (`veil_model::entry_names`): no address says which entry is meant,
-//! so the name does, as Istio's `0.0.0.0:<port>` listeners do:
+//! use (`veil_model::entry_names`; for `STATIC`/`DNS` entries, their HTTP
+//! and TLS ports dialled at an address their endpoints do not list): no
+//! address says which entry is meant, so the name does, as Istio's
+//! `0.0.0.0:<port>` listeners do:
 //! - a TLS ClientHello (first byte 0x16) is matched by its SNI to a TLS
 //!   entry, and then forwarded like any connection to that entry;
 //! - otherwise, when HTTP entries use the port, the connection is served

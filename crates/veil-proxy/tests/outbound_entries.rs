@@ -79,6 +79,7 @@ fn configure(mesh: &Mesh, policy: OutboundTrafficPolicy) {
             host: "known.example".into(),
             port,
             addresses: Vec::new(),
+            by_name: true,
             original_destination: Some(UpstreamTls::Disable),
         });
     }
