@@ -8,23 +8,18 @@ use crate::figures::PathKind;
 use crate::report::{num, Target};
 use crate::rounds::Values;
 
-/// The median over the rounds of figure `key` of path `name`.
-fn get(values: &Values, name: &str, key: &str) -> Option<f64> {
-    values.get(name, key)
-}
-
 fn target(what: &str, measured: String, met: Option<bool>) -> Target {
     Target { what: what.into(), measured, met }
 }
 
 /// Veil's value against every peer's: met when Veil is better than all of them.
 fn versus_peers(values: &Values, key: &str, what: &str, lower: bool) -> Target {
-    let veil = get(values, "veil", key);
+    let veil = values.get("veil", key);
     let peers: Vec<(String, f64)> = values
         .paths()
         .iter()
         .filter(|(_, kind)| *kind == PathKind::Peer)
-        .filter_map(|(name, _)| get(values, name, key).map(|v| (name.clone(), v)))
+        .filter_map(|(name, _)| values.get(name, key).map(|v| (name.clone(), v)))
         .collect();
     let measured = std::iter::once(format!("veil {}", veil.map_or("missing".into(), num)))
         .chain(peers.iter().map(|(n, v)| format!("{n} {}", num(*v))))
@@ -36,14 +31,14 @@ fn versus_peers(values: &Values, key: &str, what: &str, lower: bool) -> Target {
 
 /// `veil value ≤ limit`.
 fn at_most(values: &Values, key: &str, what: &str, limit: f64, unit: &str) -> Target {
-    let v = get(values, "veil", key);
+    let v = values.get("veil", key);
     target(what, v.map_or("missing".into(), |v| format!("{} {unit}", num(v))), v.map(|v| v <= limit))
 }
 
 /// `veil ÷ other` compared with `factor` (`at_least`: ratio ≥ factor, else ≤).
 fn ratio(values: &Values, key: &str, other: Option<&str>, factor: f64, at_least: bool, what: &str) -> Target {
-    let v = get(values, "veil", key);
-    let o = other.and_then(|o| get(values, o, key));
+    let v = values.get("veil", key);
+    let o = other.and_then(|o| values.get(o, key));
     match (v, o, other) {
         (Some(v), Some(o), Some(name)) if o != 0.0 => {
             let r = v / o;

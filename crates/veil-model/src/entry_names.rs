@@ -51,7 +51,7 @@ impl Outbound {
     fn unaddressed_on(&self, port: u16) -> impl Iterator<Item = &OutboundService> + '_ {
         self.entries
             .iter()
-            .filter(move |e| e.port == port && (e.addresses.is_empty() || e.by_name))
+            .filter(move |e| e.port == port && e.by_name)
             .filter_map(move |e| self.service(&e.host, e.port).map(|s| (e, s)))
             .filter(|(e, s)| e.addresses.is_empty() || s.protocol.is_http() || s.protocol == Protocol::Tls)
             .map(|(_, s)| s)

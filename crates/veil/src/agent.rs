@@ -77,24 +77,19 @@ async fn release_pages_when_quiet(
     if std::env::var("VEIL_RELEASE_PAGES").is_ok_and(|v| v.trim() == "0") {
         return;
     }
+    // Whether a change (or start-up) has run since the last release.
+    let mut touched = true;
     loop {
-        loop {
-            tokio::select! {
-                () = tokio::time::sleep(Duration::from_millis(QUIET_MS)) => break,
-                changed = config.changed() => if changed.is_err() { return },
-                changed = certs.changed() => if changed.is_err() { return },
-            }
-        }
-        match veil_sys::release_binary_pages() {
-            Ok(kib) => tracing::debug!(kib, "pages of the binary released"),
-            Err(e) => {
-                tracing::warn!("{e}");
-                return;
-            }
-        }
         tokio::select! {
-            changed = config.changed() => if changed.is_err() { return },
-            changed = certs.changed() => if changed.is_err() { return },
+            () = tokio::time::sleep(Duration::from_millis(QUIET_MS)), if touched => {
+                touched = false;
+                match veil_sys::release_binary_pages() {
+                    Ok(kib) => tracing::debug!(kib, "pages of the binary released"),
+                    Err(e) => return tracing::warn!("{e}"),
+                }
+            }
+            changed = config.changed() => if changed.is_err() { return } else { touched = true },
+            changed = certs.changed() => if changed.is_err() { return } else { touched = true },
         }
     }
 }
