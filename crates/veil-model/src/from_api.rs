@@ -21,6 +21,19 @@ use crate::routes::{GatewayServer, VsHttpRoute, VsTcpRoute};
 
 /// Labels of the ingress gateway Istio installs (`istio: ingressgateway`).
 pub const INGRESS_GATEWAY_LABEL: (&str, &str) = ("istio", "ingressgateway");
+/// Labels of the east-west gateway of Istio's multi-network install
+/// (`samples/multicluster/gen-eastwest-gateway.sh`: `istio: eastwestgateway`,
+/// pod `istio-system/istio-eastwestgateway`), which serves the
+/// `AUTO_PASSTHROUGH` port 15443 of `samples/multicluster/expose-services.yaml`.
+pub const EASTWEST_GATEWAY_LABEL: (&str, &str) = ("istio", "eastwestgateway");
+/// The gateways Istio installs in `istio-system`: the label a Gateway's
+/// selector names, and the name of the pod `veil up` runs for it when no
+/// workload of the mesh carries that label.
+pub const INSTALLED_GATEWAYS: [((&str, &str), &str); 3] = [
+    (INGRESS_GATEWAY_LABEL, "istio-ingressgateway"),
+    (EGRESS_GATEWAY_LABEL, EGRESS_GATEWAY),
+    (EASTWEST_GATEWAY_LABEL, "istio-eastwestgateway"),
+];
 pub use crate::egress_gateway::{egress_gateway_service, EGRESS_GATEWAY, EGRESS_GATEWAY_LABEL};
 pub use crate::mesh_config::outbound_traffic_policy;
 pub use crate::service_entry::service_entries;
@@ -62,11 +75,11 @@ pub fn injected(snapshot: &Snapshot, namespace: &str, labels: &Labels, annotatio
     }
 }
 
-/// Every pod the snapshot's workloads ask for, plus one ingress gateway pod
-/// (`istio-system/istio-ingressgateway`) when a Gateway selects
-/// `istio: ingressgateway` and no workload carries that label, and likewise
-/// one egress gateway pod (`istio-system/istio-egressgateway`) for
-/// `istio: egressgateway`.
+/// Every pod the snapshot's workloads ask for, plus one gateway pod per
+/// [`INSTALLED_GATEWAYS`] entry a Gateway selects when no workload carries
+/// its label: `istio-system/istio-ingressgateway` for `istio:
+/// ingressgateway`, `istio-egressgateway` for `istio: egressgateway`,
+/// `istio-eastwestgateway` for `istio: eastwestgateway`.
 pub fn planned_pods(snapshot: &Snapshot) -> Vec<PlannedPod> {
     let mut pods = Vec::new();
     for w in snapshot.workloads() {
@@ -99,7 +112,7 @@ pub fn planned_pods(snapshot: &Snapshot) -> Vec<PlannedPod> {
             });
         }
     }
-    for ((k, v), name) in [(INGRESS_GATEWAY_LABEL, "istio-ingressgateway"), (EGRESS_GATEWAY_LABEL, EGRESS_GATEWAY)] {
+    for ((k, v), name) in INSTALLED_GATEWAYS {
         let has = pods.iter().any(|p| p.labels.get(k).map(String::as_str) == Some(v));
         if wants_gateway(snapshot, (k, v)) && !has {
             pods.push(PlannedPod {

@@ -57,6 +57,26 @@ fn ingress(docs: &[String]) -> Vec<GatewayListener> {
     listeners(&input, &pod)
 }
 
+/// The east-west gateway pod planned for a Gateway selecting `istio:
+/// eastwestgateway` (none of the mesh's workloads carries that label).
+fn eastwest(input: &MeshInput) -> &Pod {
+    let pod = pod(input, "istio-eastwestgateway");
+    assert_eq!((pod.namespace.as_str(), pod.gateway, pod.sidecar), ("istio-system", true, false), "{pod:#?}");
+    assert_eq!(pod.labels.get("istio").map(String::as_str), Some("eastwestgateway"));
+    assert_eq!(pod.service_account, "istio-eastwestgateway-service-account");
+    pod
+}
+
+#[test]
+fn a_workload_carrying_the_eastwest_label_is_the_gateway_and_none_is_added() {
+    let own = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: my-eastwest\n  namespace: istio-system\nspec:\n  selector:\n    matchLabels:\n      istio: eastwestgateway\n  template:\n    metadata:\n      labels:\n        istio: eastwestgateway\n    spec:\n      containers:\n      - name: gw\n        image: istio/proxyv2\n";
+    let input = input(&[case("13-gateway-auto-passthrough.yaml"), own.to_string()]);
+    let names: Vec<&str> = input.registry.pods.iter().map(|p| p.name.as_str()).collect();
+    assert!(names.contains(&"my-eastwest") && !names.contains(&"istio-eastwestgateway"), "{names:?}");
+    let without = input_of(&snapshot(&[own.to_string()]));
+    assert!(without.registry.pods.iter().all(|p| p.name != "istio-eastwestgateway"), "no Gateway selects it: no pod");
+}
+
 fn pem(s: &str) -> Option<PemSource> {
     Some(PemSource::Pem(s.into()))
 }
@@ -166,9 +186,8 @@ fn a_changed_secret_changes_the_listener() {
 
 #[test]
 fn case_14_passthrough_tls_routes_by_port_and_sni() {
-    let mut input = input(&[case("14-gateway-tls-passthrough-istiod.yaml")]);
-    let pod = gateway_pod(&mut input, "istio-system", &[("istio", "eastwestgateway")]);
-    let all = listeners(&input, &pod);
+    let input = input(&[case("14-gateway-tls-passthrough-istiod.yaml")]);
+    let all = listeners(&input, eastwest(&input));
     for (port, dest_port) in [(15012, 15012), (15017, 443)] {
         let l = listener(&all, port);
         assert_eq!(l.protocol, Protocol::Tls, "lower-case `tls` is TLS");
@@ -184,9 +203,8 @@ fn case_14_passthrough_tls_routes_by_port_and_sni() {
 
 #[test]
 fn case_13_auto_passthrough_serves_by_sni_without_routes() {
-    let mut input = input(&[case("13-gateway-auto-passthrough.yaml")]);
-    let pod = gateway_pod(&mut input, "istio-system", &[("istio", "eastwestgateway")]);
-    let l = listener(&listeners(&input, &pod), 15443);
+    let input = input(&[case("13-gateway-auto-passthrough.yaml")]);
+    let l = listener(&listeners(&input, eastwest(&input)), 15443);
     assert_eq!(l.protocol, Protocol::Tls);
     let [s] = l.tls_servers.as_slice() else { panic!("one TLS server: {l:#?}") };
     assert_eq!((s.mode, s.error.as_deref()), (GatewayTlsMode::AutoPassthrough, None), "{s:#?}");

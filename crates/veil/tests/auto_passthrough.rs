@@ -1,5 +1,6 @@
-//! End to end: a Gateway server `tls.mode: AUTO_PASSTHROUGH` (istio-cases 13, bound to
-//! the ingress gateway `veil up` runs) in front of `examples/bookinfo-lite`, with the
+//! End to end: a Gateway server `tls.mode: AUTO_PASSTHROUGH` (istio-cases 13 unchanged,
+//! served by the east-west gateway pod `veil up` runs for its `istio: eastwestgateway`
+//! selector) in front of `examples/bookinfo-lite`, with the
 //! subsets of case 02 and namespace-wide STRICT mTLS. A client outside the mesh, holding a
 //! mesh certificate from `veil cert export`, runs `openssl s_client` against the gateway
 //! with Istio's cluster-name SNI `outbound_.9080_.<subset>_.reviews.default.svc.cluster.local`
@@ -19,19 +20,17 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const CASES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../testdata/istio-cases");
-const GATEWAY: &str = "istio-ingressgateway";
+const GATEWAY: &str = "istio-eastwestgateway";
 const CLIENT_ID: &str = "spiffe://cluster.local/ns/outside/sa/east-west-client";
 const REVIEWS_ID: &str = "spiffe://cluster.local/ns/default/sa/bookinfo-reviews";
 const STRICT: &str = "apiVersion: security.istio.io/v1\nkind: PeerAuthentication\nmetadata:\n  name: default\n  namespace: default\nspec:\n  mtls:\n    mode: STRICT\n";
 
-/// bookinfo-lite with case 02, STRICT, and case 13 selecting the ingress gateway pod.
+/// bookinfo-lite with case 02, STRICT, and case 13 as Istio's multicluster sample has it.
 fn prepared() -> tempfile::TempDir {
     let example = copy_example("bookinfo-lite");
     let dir = example.path();
     std::fs::copy(Path::new(CASES).join("02-bookinfo-destination-rule-all.yaml"), dir.join("02-bookinfo-destination-rule-all.yaml")).expect("case 02");
-    let gateway = std::fs::read_to_string(Path::new(CASES).join("13-gateway-auto-passthrough.yaml")).expect("case 13");
-    assert!(gateway.contains("istio: eastwestgateway"), "{gateway}");
-    std::fs::write(dir.join("13-gateway.yaml"), gateway.replace("istio: eastwestgateway", "istio: ingressgateway")).expect("write");
+    std::fs::copy(Path::new(CASES).join("13-gateway-auto-passthrough.yaml"), dir.join("13-gateway-auto-passthrough.yaml")).expect("case 13");
     std::fs::write(dir.join("strict.yaml"), STRICT).expect("write");
     example
 }

@@ -363,7 +363,7 @@ async fn start_and_serve(
 
     let mut published = Vec::new();
     let mut forwards = Vec::new();
-    for (i, p) in plan.pods.iter().enumerate().filter(|(_, p)| p.pod.gateway) {
+    for p in plan.pods.iter().filter(|p| p.pod.gateway) {
         let edge = addrs.next_edge().map_err(UpError::Local)?;
         let netns = netns_name(p);
         EdgeLink::create(&journal, &netns, edge.host, edge.ns).map_err(UpError::Local)?;
@@ -385,7 +385,6 @@ async fn start_and_serve(
             });
             forwards.push(fwd);
         }
-        let _ = i;
     }
     let state = MeshState {
         pid: std::process::id(),
