@@ -28,6 +28,6 @@ pub use export::{write_cert_files, CHAIN_FILE, KEY_FILE, ROOT_FILE};
 pub use rotation::spawn_rotation;
 pub use service::{CaService, SECRET_TTL};
 pub use spiffe::{SpiffeId, TrustDomain};
-pub use tls::{mesh_client_config, mesh_server_config, peer_spiffe_id, MESH_ALPN};
+pub use tls::{mesh_client_config, mesh_server_config, peer_spiffe_id, MESH_ALPN, STREAMS_ALPN};
 pub use token::BootstrapTokens;
 pub use verify::{verify_peer_chain, HandshakeSignatures, PeerRole, SpiffeClientVerifier, SpiffeServerVerifier};

@@ -26,8 +26,15 @@ use crate::spiffe::SpiffeId;
 use crate::verify::{SpiffeClientVerifier, SpiffeServerVerifier};
 use crate::x509;
 
-/// ALPN protocols a mesh server accepts, in Istio's order.
+/// ALPN of a mesh connection between two Veil sidecars that carries
+/// connections one after another (`veil-proxy`'s `mesh_frames`).
+pub const STREAMS_ALPN: &[u8] = b"veil-streams/1";
+
+/// ALPN protocols a mesh server accepts, most preferred first: Veil's
+/// [`STREAMS_ALPN`] (offered only by Veil sidecars), then Istio's, in
+/// Istio's order.
 pub const MESH_ALPN: &[&[u8]] = &[
+    STREAMS_ALPN,
     b"istio",
     b"istio-peer-exchange",
     b"istio-h2",

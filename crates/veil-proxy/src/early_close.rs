@@ -28,6 +28,11 @@ impl<S> AnswerOnEarlyClose<S> {
     pub(crate) fn new(inner: S) -> Self {
         Self { inner, requested: false, answered: false, reply: None }
     }
+
+    /// The wrapped stream.
+    pub(crate) fn into_inner(self) -> S {
+        self.inner
+    }
 }
 
 /// Envoy's local reply for a reset before response headers.

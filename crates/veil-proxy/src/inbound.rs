@@ -12,6 +12,7 @@
 //! - DISABLE: bytes pass to the application as they are.
 
 use crate::copy::Pipe;
+use crate::mesh_frames::Role;
 use crate::mesh_tls::MeshServer;
 use crate::proxy::Shared;
 use crate::records;
@@ -21,6 +22,7 @@ use futures::future::{FutureExt, OptionFuture};
 use rustls_pki_types::CertificateDer;
 use std::collections::HashMap;
 use std::future::Future;
+use std::pin::Pin;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::task::{ready, Poll};
@@ -50,6 +52,8 @@ pub enum InboundError {
     NoPeerIdentity { port: u16 },
     #[error("resumed mesh mTLS session on port {port} carries a client certificate that has expired since: refused; the client must renew its certificate and connect again")]
     ExpiredResumedCertificate { port: u16 },
+    #[error("stream on a kept mesh connection to port {port}, now mTLS DISABLE: refused (the connection is closed; the client's next connection follows the port's mode)")]
+    StreamToDisabled { port: u16 },
     #[error("connection addressed to the inbound capture port {port} itself (not redirected): refused")]
     CapturePort { port: u16 },
     #[error("cannot reach the application on port {port}: {source}; check that the application listens there")]
@@ -89,8 +93,85 @@ pub(crate) async fn serve(listener: TcpListener, shared: Arc<Shared>) {
 /// `async fn`: an `async fn` keeps its arguments and moved-from locals in
 /// the task for the connection's life.
 fn handle(shared: Arc<Shared>, downstream: TcpStream, peer: SocketAddr) -> impl Future<Output = ()> {
-    let admitted = Box::pin(async move { admit(&shared, downstream, peer).await });
-    admitted.then(|forward| OptionFuture::from(forward.map(Forward::copy))).map(drop)
+    let admitted = Box::pin(async move {
+        let forward = admit(&shared, downstream, peer).await;
+        forward.map(|forward| (forward, shared))
+    });
+    admitted.then(|forward| OptionFuture::from(forward.map(|(forward, shared)| serve_streams(forward, shared)))).map(drop)
+}
+
+/// Copies `forward`, then, on a connection that carries streams, each next
+/// stream the client opens on it. While a stream is copied the task holds
+/// its [`Copying`] and `shared`; the wait for the next stream is boxed.
+fn serve_streams(forward: Forward, shared: Arc<Shared>) -> impl Future<Output = ()> {
+    type Next = Pin<Box<dyn Future<Output = Option<Forward>> + Send>>;
+    // The copy is the stage a connection spends its life in: kept inline.
+    #[allow(clippy::large_enum_variant)]
+    enum Stage {
+        Copying(Copying),
+        Next(Next),
+    }
+    let mut stage = Stage::Copying(forward.copying());
+    std::future::poll_fn(move |cx| loop {
+        stage = match &mut stage {
+            Stage::Copying(copying) => match ready!(copying.poll(cx)) {
+                Some((tls, peer, dst)) => {
+                    let shared = shared.clone();
+                    Stage::Next(Box::pin(async move { next_stream(&shared, tls, peer, dst).await }))
+                }
+                None => return Poll::Ready(()),
+            },
+            Stage::Next(next) => match ready!(next.as_mut().poll(cx)) {
+                Some(forward) => Stage::Copying(forward.copying()),
+                None => return Poll::Ready(()),
+            },
+        };
+    })
+}
+
+/// How long a connection that carries streams waits for the client's next
+/// one before it is closed: longer than a client keeps it
+/// (`stream_pool::IDLE`), so that a client seldom picks one being closed.
+pub(crate) const STREAM_IDLE: Duration = Duration::from_secs(60);
+
+/// Waits for the next stream on `tls` (its last one finished) and admits
+/// it as the port's mode says now; `None` when the client closed the
+/// connection, it stayed idle for [`STREAM_IDLE`], or the stream was
+/// refused (logged).
+async fn next_stream(shared: &Shared, mut tls: Box<MeshServer<TcpStream>>, peer: SocketAddr, dst: SocketAddr) -> Option<Forward> {
+    tls.next_stream();
+    match tokio::time::timeout(STREAM_IDLE, std::future::poll_fn(|cx| tls.poll_open(cx))).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => return None,
+        Err(_) => {
+            tracing::debug!(%peer, %dst, "mesh connection idle for {} s between streams: closed", STREAM_IDLE.as_secs());
+            return None;
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(%peer, %dst, "mesh connection from {peer} closed: {e}");
+            return None;
+        }
+    }
+    let config = shared.config();
+    let port = dst.port();
+    let (mode, _) = config.inbound.port(port);
+    let conn = Conn { shared, config: config.clone(), peer, dst, start_ms: records::now_ms() };
+    let leaf = peer_leaf(tls.peer_certificates().unwrap_or_default());
+    let result = match (mode, leaf) {
+        (MtlsMode::Disable, _) => Err(InboundError::StreamToDisabled { port }),
+        (_, Some(leaf)) if !leaf.expired(SystemTime::now()) => match leaf.spiffe_id.clone() {
+            Some(principal) => forward_mesh(&conn, (tls, principal), None).await,
+            None => Err(InboundError::NoPeerIdentity { port }),
+        },
+        _ => Err(InboundError::ExpiredResumedCertificate { port }),
+    };
+    match result {
+        Ok(forward) => forward,
+        Err(e) => {
+            tracing::warn!(%peer, port, %mode, "inbound stream from {peer} refused: {e}");
+            None
+        }
+    }
 }
 
 /// A connection whose bytes are copied between the client and the application.
@@ -110,21 +191,47 @@ enum Downstream {
 }
 
 impl Forward {
-    /// Copies both ways until both directions ended; the future holds the
-    /// streams and the copy's state, nothing else.
-    fn copy(mut self) -> impl Future<Output = ()> {
-        let mut pipe = Pipe::default();
-        std::future::poll_fn(move |cx| {
-            let copied = match &mut self.downstream {
-                Downstream::Mesh(tls) => ready!(pipe.poll_copy(cx, tls.as_mut(), &mut self.app)),
-                Downstream::Plain(tcp) => ready!(pipe.poll_copy(cx, tcp, &mut self.app)),
-            };
-            let (peer, dst) = (self.peer, self.dst);
-            match copied {
-                Ok(bytes) => tracing::debug!(%peer, %dst, sent = bytes.sent, received = bytes.received, "inbound connection closed"),
-                Err(e) => tracing::debug!(%peer, %dst, error = %e, "inbound connection ended with an error"),
+    /// Its copy, both ways until both directions ended.
+    fn copying(self) -> Copying {
+        Copying { pipe: Pipe::default(), forward: Some(self) }
+    }
+}
+
+/// A mesh connection between streams, with the client's address and the
+/// original destination.
+type Kept = (Box<MeshServer<TcpStream>>, SocketAddr, SocketAddr);
+
+/// A [`Forward`] being copied: the streams and the copy's state, nothing else.
+struct Copying {
+    pipe: Pipe,
+    forward: Option<Forward>,
+}
+
+impl Copying {
+    /// Ready when both directions ended; gives back the mesh connection
+    /// (with the client's address and the original destination) when it
+    /// carries streams and this one finished cleanly.
+    fn poll(&mut self, cx: &mut std::task::Context<'_>) -> Poll<Option<Kept>> {
+        let Some(this) = self.forward.as_mut() else { return Poll::Ready(None) };
+        let copied = match &mut this.downstream {
+            Downstream::Mesh(tls) => ready!(self.pipe.poll_copy(cx, tls.as_mut(), &mut this.app)),
+            Downstream::Plain(tcp) => ready!(self.pipe.poll_copy(cx, tcp, &mut this.app)),
+        };
+        let (peer, dst) = (this.peer, this.dst);
+        let clean = match copied {
+            Ok(bytes) => {
+                tracing::debug!(%peer, %dst, sent = bytes.sent, received = bytes.received, "inbound connection closed");
+                true
             }
-            Poll::Ready(())
+            Err(e) => {
+                tracing::debug!(%peer, %dst, error = %e, "inbound connection ended with an error");
+                false
+            }
+        };
+        let done = self.forward.take().filter(|_| clean);
+        Poll::Ready(match done.map(|f| f.downstream) {
+            Some(Downstream::Mesh(tls)) if tls.stream_finished() => Some((tls, peer, dst)),
+            _ => None,
         })
     }
 }
@@ -252,8 +359,10 @@ async fn terminate(conn: &Conn<'_>, downstream: TcpStream) -> Result<(Box<MeshSe
     if resumed && leaf.as_ref().is_none_or(|l| l.expired(SystemTime::now())) {
         return Err(InboundError::ExpiredResumedCertificate { port });
     }
-    tracing::debug!(peer = %conn.peer, port, resumed, "mesh mTLS accepted");
-    Ok((Box::new(tls), principal))
+    let mut tls = Box::new(tls);
+    let streams = tls.start_streams(Role::Server);
+    tracing::debug!(peer = %conn.peer, port, resumed, streams, "mesh mTLS accepted");
+    Ok((tls, principal))
 }
 
 /// What a peer's leaf certificate says, read once per distinct certificate:
@@ -314,9 +423,20 @@ async fn connect_app(conn: &Conn<'_>) -> Result<TcpStream, InboundError> {
 
 async fn forward_mesh(
     conn: &Conn<'_>,
-    (tls, principal): (Box<MeshServer<TcpStream>>, String),
+    (mut tls, principal): (Box<MeshServer<TcpStream>>, String),
     app: Option<TcpStream>,
 ) -> Result<Option<Forward>, InboundError> {
+    if tls.carries_streams() {
+        // The application is connected for a stream, once the client opened it.
+        let port = conn.dst.port();
+        let timeout = conn.shared.settings.handshake_timeout;
+        match tokio::time::timeout(timeout, std::future::poll_fn(|cx| tls.poll_open(cx))).await {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => return Ok(None),
+            Ok(Err(source)) => return Err(InboundError::Handshake { port, source }),
+            Err(_) => return Err(InboundError::HandshakeTimeout { port, ms: timeout.as_millis() }),
+        }
+    }
     let app = match app {
         Some(app) => app,
         None => connect_app(conn).await?,

@@ -24,6 +24,7 @@ mod gateway_certs;
 mod gateway_tls;
 mod http_pool;
 pub mod inbound;
+mod mesh_frames;
 mod mesh_tls;
 mod orig_dst;
 pub mod outbound;
@@ -33,6 +34,7 @@ mod proxy;
 mod records;
 mod router;
 mod sniff;
+mod stream_pool;
 mod tls;
 mod upstream;
 

@@ -36,6 +36,7 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use states::{invalid_data, Stop, Want};
+use crate::mesh_frames::{self, Role, Streams, END_FRAME, OPEN_FRAME, STREAMS_ALPN};
 
 /// Bytes asked of the socket per read, in bytes.
 pub(crate) const READ_SIZE: usize = 64 * 1024;
@@ -120,6 +121,8 @@ pub(crate) struct MeshTls<IO, C> {
     /// `outgoing` holds only what may wait for the first write (a session
     /// ticket, see [`Side::HOLDS_AFTER_HANDSHAKE`]): reads do not send it.
     deferred: bool,
+    /// Streams one after another (`mesh_frames`), when both sides agreed.
+    streams: Option<Streams>,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin> MeshServer<IO> {
@@ -160,6 +163,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
             write_waiting: false,
             failed: None,
             deferred: false,
+            streams: None,
         };
         poll_fn(|cx| tls.poll_handshake(cx)).await?;
         Ok(tls)
@@ -178,6 +182,117 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
     /// Whether the handshake was full or resumed.
     pub(crate) fn handshake_kind(&self) -> Option<HandshakeKind> {
         self.conn.handshake_kind()
+    }
+
+    /// Carries streams one after another (`mesh_frames`) when the handshake
+    /// agreed on [`STREAMS_ALPN`]; true then. The client's first stream
+    /// begins at once (its `OPEN` goes with its first bytes); the server
+    /// waits for it ([`Self::poll_open`]).
+    pub(crate) fn start_streams(&mut self, role: Role) -> bool {
+        if self.alpn_protocol() != Some(STREAMS_ALPN) {
+            return false;
+        }
+        let mut streams = Streams::new(role);
+        if role == Role::Client {
+            streams.next();
+        }
+        self.streams = Some(streams);
+        true
+    }
+
+    /// True when the connection carries streams (`mesh_frames`).
+    pub(crate) fn carries_streams(&self) -> bool {
+        self.streams.is_some()
+    }
+
+    /// True when the connection carries streams and the current one ended
+    /// both ways, cleanly, with nothing left to send or read: it may carry
+    /// the next ([`Self::next_stream`]).
+    pub(crate) fn stream_finished(&self) -> bool {
+        self.streams.as_ref().is_some_and(Streams::finished)
+            && self.failed.is_none()
+            && !(self.peer_closed || self.eof || self.closed)
+            && self.out_at >= self.outgoing.len()
+            && self.plain_at >= self.plain.len()
+    }
+
+    /// Begins the next stream on a connection whose stream finished.
+    pub(crate) fn next_stream(&mut self) {
+        if let Some(streams) = &mut self.streams {
+            streams.next();
+        }
+    }
+
+    /// The connection's socket.
+    pub(crate) fn transport(&self) -> &IO {
+        &self.io
+    }
+
+    /// Server side: waits for the next stream's `OPEN`. `Ok(true)` when it
+    /// came; `Ok(false)` when the client closed the connection between
+    /// streams (its `close_notify`, or the socket's end at a frame
+    /// boundary).
+    ///
+    /// Errors: `InvalidData` for any other frame, the socket's errors.
+    pub(crate) fn poll_open(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        let mut none = [0u8; 0];
+        for _ in 0..MAX_STEPS {
+            let Some(streams) = &mut self.streams else {
+                return Poll::Ready(Err(io::Error::other("mesh TLS: no streams on this connection")));
+            };
+            if streams.opened {
+                return Poll::Ready(Ok(true));
+            }
+            let mut out = ReadBuf::new(&mut none);
+            if let Some(held) = self.plain.get(self.plain_at..).filter(|held| !held.is_empty()) {
+                let (used, _) = streams.read(held, &mut out)?;
+                self.consume_plain(used);
+                continue;
+            }
+            if self.peer_closed || self.eof {
+                return Poll::Ready(Ok(false));
+            }
+            match ready!(self.poll_input(cx, &mut Want::Read(&mut out))) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && self.eof => return Poll::Ready(Ok(false)),
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    /// Marks `n` bytes of `plain` taken; releases it once all are.
+    fn consume_plain(&mut self, n: usize) {
+        self.plain_at += n;
+        if self.plain_at >= self.plain.len() {
+            (self.plain, self.plain_at) = (Vec::new(), 0);
+        }
+    }
+
+    /// Sends the client's pending `OPEN` on its own (a read or flush came
+    /// before the stream's first bytes).
+    fn send_pending_open(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        if let Some(streams) = self.streams.as_mut().filter(|s| s.open_pending) {
+            streams.open_pending = false;
+            self.write_plain(cx, &OPEN_FRAME)?;
+        }
+        Ok(())
+    }
+
+    /// A stream's read served from what is held: `Some` when the reader
+    /// gets bytes or the stream's end now, `None` when it must wait for the
+    /// peer.
+    fn read_held_stream(&mut self, out: &mut ReadBuf<'_>) -> io::Result<Option<()>> {
+        let Some(streams) = &mut self.streams else { return Ok(None) };
+        if streams.paused() {
+            return Ok(Some(()));
+        }
+        let Some(held) = self.plain.get(self.plain_at..).filter(|held| !held.is_empty()) else { return Ok(None) };
+        let before = out.filled().len();
+        let (used, event) = streams.read(held, out)?;
+        self.consume_plain(used);
+        Ok((event.is_some() || out.filled().len() > before).then_some(()))
     }
 
     /// Bytes of buffer the connection holds now, beyond the thread's scratch.
@@ -279,6 +394,38 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
             }
         })
     }
+
+    /// A stream's write: `bufs` (as much as one write takes) as one `DATA`
+    /// frame, after an `OPEN` when `open`, encrypted and sent together;
+    /// returns the stream bytes taken.
+    fn write_frame(&mut self, cx: &mut Context<'_>, open: bool, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        let room = MAX_WRITE - 2 * mesh_frames::HEADER;
+        let n = total.min(room);
+        if n == 0 && !open {
+            return Ok(0);
+        }
+        GATHER.with(|cell| {
+            let mut fallback = Vec::new();
+            let mut borrowed = cell.try_borrow_mut();
+            let gathered = match &mut borrowed {
+                Ok(scratch) => &mut **scratch,
+                Err(_) => &mut fallback,
+            };
+            gathered.clear();
+            if open {
+                gathered.extend_from_slice(&OPEN_FRAME);
+            }
+            if n > 0 {
+                gathered.extend_from_slice(&mesh_frames::data_header(n));
+                for slice in bufs {
+                    let left = n.saturating_sub(gathered.len() - if open { 8 } else { 4 });
+                    gathered.extend_from_slice(slice.get(..left).unwrap_or(slice));
+                }
+            }
+            self.write_plain(cx, gathered).map(|_| n)
+        })
+    }
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> AsyncRead for MeshTls<IO, C> {
@@ -291,21 +438,31 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> AsyncRead for MeshTls<IO, C> {
             return Poll::Ready(Ok(()));
         }
         this.try_send(cx)?;
-        if let Some(held) = this.plain.get(this.plain_at..).filter(|held| !held.is_empty()) {
+        if this.streams.is_some() {
+            this.send_pending_open(cx)?;
+            if let Some(ready) = this.read_held_stream(out)? {
+                return Poll::Ready(Ok(ready));
+            }
+        } else if let Some(held) = this.plain.get(this.plain_at..).filter(|held| !held.is_empty()) {
             let n = out.remaining().min(held.len());
             out.put_slice(held.get(..n).unwrap_or_default());
-            this.plain_at += n;
-            if this.plain_at >= this.plain.len() {
-                (this.plain, this.plain_at) = (Vec::new(), 0);
-            }
+            this.consume_plain(n);
             return Poll::Ready(Ok(()));
         }
         if this.peer_closed {
+            if this.streams.is_some() {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "mesh connection closed within a stream")));
+            }
             return Poll::Ready(Ok(()));
         }
+        let before = out.filled().len();
         let polled = this.poll_input(cx, &mut Want::Read(out));
         // A message rustls queued while reading goes out now if it can.
         let _ = this.try_send(cx);
+        let cut = this.peer_closed && out.filled().len() == before && this.streams.as_ref().is_some_and(|s| !s.paused());
+        if cut && matches!(polled, Poll::Ready(Ok(()))) {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::UnexpectedEof, "mesh connection closed within a stream")));
+        }
         polled
     }
 }
@@ -327,6 +484,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> AsyncWrite for MeshTls<IO, C> 
         // for it; a handshake's end, small and not refused, goes along instead.
         if this.write_waiting || this.outgoing.len() - this.out_at > JOIN_HELD {
             ready!(this.poll_send_waiting(cx))?;
+        }
+        if let Some(streams) = &mut this.streams {
+            if streams.we_ended {
+                return Poll::Ready(Err(io::Error::new(io::ErrorKind::BrokenPipe, "mesh stream was shut down")));
+            }
+            let open = std::mem::take(&mut streams.open_pending);
+            return Poll::Ready(this.write_frame(cx, open, bufs));
         }
         let mut slices = bufs.iter().filter(|b| !b.is_empty());
         let written = match (slices.next(), slices.next()) {
@@ -356,12 +520,25 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> AsyncWrite for MeshTls<IO, C> 
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        this.send_pending_open(cx)?;
         ready!(this.poll_send_waiting(cx))?;
         Pin::new(&mut this.io).poll_flush(cx)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if let Some(streams) = this.streams.as_mut().filter(|s| !s.we_ended) {
+            // The stream's end, not the connection's: END, no close_notify, no FIN.
+            let open = std::mem::take(&mut streams.open_pending);
+            streams.we_ended = true;
+            let [o0, o1, o2, o3] = OPEN_FRAME;
+            let [e0, e1, e2, e3] = END_FRAME;
+            let both = [o0, o1, o2, o3, e0, e1, e2, e3];
+            this.write_plain(cx, if open { &both } else { &END_FRAME })?;
+        }
+        if this.streams.is_some() {
+            return this.poll_send_waiting(cx);
+        }
         if !this.closed && this.failed.is_none() {
             match this.step_held(&mut Want::Close) {
                 Err(e) => return Poll::Ready(Err(e)),
@@ -386,7 +563,11 @@ mod states;
 
 #[cfg(test)]
 #[path = "mesh_tls_tests.rs"]
-mod tests;
+pub(crate) mod tests;
+
+#[cfg(test)]
+#[path = "mesh_tls_streams_tests.rs"]
+pub(crate) mod streams_tests;
 
 #[cfg(test)]
 #[path = "mesh_tls_malformed_tests.rs"]

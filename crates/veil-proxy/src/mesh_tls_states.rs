@@ -4,6 +4,7 @@
 //! handed back, in order, on its next call).
 
 use super::{MeshTls, Side, MAX_STEPS, READ_SIZE, RECV, UNEXPECTED_EOF};
+use crate::mesh_frames::Streams;
 use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, InsufficientSizeError, UnbufferedStatus};
 use std::io;
 use std::pin::Pin;
@@ -81,7 +82,16 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
                         match record {
                             Ok(record) => {
                                 used += record.discard;
-                                delivered |= deliver(record.payload, want, &mut self.plain);
+                                match &mut self.streams {
+                                    None => delivered |= deliver(record.payload, want, &mut self.plain),
+                                    Some(streams) => match deliver_stream(record.payload, want, &mut self.plain, streams) {
+                                        Ok(now) => delivered |= now,
+                                        Err(e) => {
+                                            stop = Some(Err(e));
+                                            break;
+                                        }
+                                    },
+                                }
                             }
                             Err(e) => {
                                 stop = Some(Err(invalid_data(e)));
@@ -285,6 +295,26 @@ fn deliver(payload: &[u8], want: &mut Want<'_, '_>, plain: &mut Vec<u8>) -> bool
     };
     plain.extend_from_slice(payload.get(n..).unwrap_or_default());
     n > 0
+}
+
+/// [`deliver`] for a connection that carries streams: the `DATA` of
+/// `payload` goes into the caller's buffer (the frame headers are read on
+/// the way, `mesh_frames`), what does not fit or follows a stream's `END`
+/// waits in `plain` as received. True when the caller got bytes or met a
+/// control frame.
+fn deliver_stream(payload: &[u8], want: &mut Want<'_, '_>, plain: &mut Vec<u8>, streams: &mut Streams) -> io::Result<bool> {
+    match want {
+        Want::Read(out) if plain.is_empty() && !streams.paused() => {
+            let before = out.filled().len();
+            let (used, event) = streams.read(payload, out)?;
+            plain.extend_from_slice(payload.get(used..).unwrap_or_default());
+            Ok(event.is_some() || out.filled().len() > before)
+        }
+        _ => {
+            plain.extend_from_slice(payload);
+            Ok(false)
+        }
+    }
 }
 
 fn handshake_eof() -> io::Error {

@@ -11,20 +11,20 @@ use tokio::net::{TcpListener, TcpStream};
 pub(super) const STEP: Duration = Duration::from_secs(20);
 const SNI: &str = "outbound_.8080_._.server.default.svc.cluster.local";
 
-pub(super) async fn pair() -> (TcpStream, TcpStream) {
+pub(crate) async fn pair() -> (TcpStream, TcpStream) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (connected, accepted) = tokio::join!(TcpStream::connect(addr), listener.accept());
     (connected.unwrap(), accepted.unwrap().0)
 }
 
-fn pattern(len: usize, seed: u8) -> Vec<u8> {
+pub(crate) fn pattern(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
 }
 
 /// Mesh server and client configs from a new CA (the client's from `other`
 /// CA's certificate when asked: one the server must refuse).
-pub(super) fn configs(foreign_client: bool) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+pub(crate) fn configs(foreign_client: bool) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let domain = veil_identity::TrustDomain::default();
     let (dir, other) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let ca = veil_identity::CertificateAuthority::load_or_create(dir.path(), domain.clone()).unwrap();
@@ -45,16 +45,16 @@ pub(super) fn configs(foreign_client: bool) -> (Arc<ServerConfig>, Arc<ClientCon
     (server, client)
 }
 
-pub(super) fn name() -> ServerName<'static> {
+pub(crate) fn name() -> ServerName<'static> {
     ServerName::try_from(SNI).unwrap()
 }
 
-pub(super) async fn bounded<F: std::future::Future>(what: &str, f: F) -> F::Output {
+pub(crate) async fn bounded<F: std::future::Future>(what: &str, f: F) -> F::Output {
     tokio::time::timeout(STEP, f).await.unwrap_or_else(|_| panic!("{what} timed out"))
 }
 
 /// A `MeshClient` and a `MeshServer` connected over loopback.
-pub(super) async fn mesh_pair(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> (MeshClient<TcpStream>, MeshServer<TcpStream>) {
+pub(crate) async fn mesh_pair(server: &Arc<ServerConfig>, client: &Arc<ClientConfig>) -> (MeshClient<TcpStream>, MeshServer<TcpStream>) {
     let (c, s) = pair().await;
     let (c, s) = bounded("handshake", async { tokio::join!(MeshClient::connect(c, client.clone(), name()), MeshServer::accept(s, server.clone())) }).await;
     (c.unwrap(), s.unwrap())

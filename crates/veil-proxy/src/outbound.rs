@@ -34,6 +34,7 @@ use crate::copy::Pipe;
 use crate::early_close::AnswerOnEarlyClose;
 use crate::proxy::Shared;
 use crate::records;
+use crate::stream_pool::Reuse;
 use crate::upstream::{self, Upstream, UpstreamError, UpstreamStream};
 use futures::future::{FutureExt, OptionFuture};
 use std::future::Future;
@@ -69,6 +70,17 @@ struct Forward {
     upstream: ToUpstream,
     peer: SocketAddr,
     dst: SocketAddr,
+    /// A mesh connection that carries streams goes back to the pool after.
+    reuse: Option<Box<Reusable>>,
+}
+
+/// What a mesh connection needs to go back to the pool (`stream_pool`).
+struct Reusable {
+    shared: Arc<Shared>,
+    reuse: Reuse,
+    local: SocketAddr,
+    principal: Option<String>,
+    alpn: Option<String>,
 }
 
 /// The upstream side of a forwarded connection.
@@ -82,20 +94,41 @@ enum ToUpstream {
 impl Forward {
     /// Copies both ways until both directions ended; the future holds the
     /// streams and the copy's state, nothing else.
-    fn copy(mut self) -> impl Future<Output = ()> {
+    fn copy(self) -> impl Future<Output = ()> {
         let mut pipe = Pipe::default();
+        let mut forward = Some(self);
         std::future::poll_fn(move |cx| {
-            let copied = match &mut self.upstream {
-                ToUpstream::Bytes(upstream) => ready!(pipe.poll_copy(cx, &mut self.downstream, upstream)),
-                ToUpstream::Http(upstream) => ready!(pipe.poll_copy(cx, &mut self.downstream, upstream)),
+            let Some(this) = forward.as_mut() else { return Poll::Ready(()) };
+            let copied = match &mut this.upstream {
+                ToUpstream::Bytes(upstream) => ready!(pipe.poll_copy(cx, &mut this.downstream, upstream)),
+                ToUpstream::Http(upstream) => ready!(pipe.poll_copy(cx, &mut this.downstream, upstream)),
             };
-            let (peer, dst) = (self.peer, self.dst);
+            let (peer, dst) = (this.peer, this.dst);
             match copied {
-                Ok(bytes) => tracing::debug!(%peer, %dst, sent = bytes.sent, received = bytes.received, "outbound connection closed"),
+                Ok(bytes) => {
+                    tracing::debug!(%peer, %dst, sent = bytes.sent, received = bytes.received, "outbound connection closed");
+                    if let Some(this) = forward.take() {
+                        this.release();
+                    }
+                }
                 Err(e) => tracing::debug!(%peer, %dst, error = %e, "outbound connection ended with an error"),
             }
             Poll::Ready(())
         })
+    }
+
+    /// Puts the mesh connection back in the pool when its stream finished
+    /// cleanly (`StreamPool::put` checks); drops it otherwise.
+    fn release(self) {
+        let Some(reusable) = self.reuse else { return };
+        let stream = match self.upstream {
+            ToUpstream::Bytes(stream) => stream,
+            ToUpstream::Http(wrapped) => wrapped.into_inner(),
+        };
+        if let UpstreamStream::Mesh(tls) = stream {
+            let Reusable { shared, reuse, local, principal, alpn } = *reusable;
+            shared.streams.put(tls, reuse, local, principal, alpn);
+        }
     }
 }
 
@@ -136,7 +169,7 @@ async fn connect(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAdd
     let upstream = match (found, original) {
         (Some((service, _)), Some(tls)) => {
             let endpoint = Endpoint { ip: dst.ip(), port: dst.port(), pod: service.hostname.clone(), tls };
-            upstream::connect(&shared, &endpoint).await.map_err(|e| (e, service.hostname.clone()))
+            upstream::connect_reusing(&shared, &endpoint).await.map_err(|e| (e, service.hostname.clone()))
         }
         (Some(_), None) if per_request => {
             crate::outbound_http::serve(shared.clone(), downstream, peer, dst).await;
@@ -160,16 +193,16 @@ async fn connect(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAdd
                     return None;
                 }
             };
-            upstream::connect(&shared, endpoint).await.map_err(|e| (e, service.hostname.clone()))
+            upstream::connect_reusing(&shared, endpoint).await.map_err(|e| (e, service.hostname.clone()))
         }
         (None, _) if config.outbound.policy == OutboundTrafficPolicy::RegistryOnly => {
             tracing::warn!(%peer, %dst, "outbound connection to {dst} refused: no Service or ServiceEntry has this address and port, and outboundTrafficPolicy is REGISTRY_ONLY (BlackHoleCluster); add a ServiceEntry for the destination");
             return None;
         }
-        (None, _) => passthrough(&shared, dst).await.map_err(|e| (e, "PassthroughCluster".to_string())),
+        (None, _) => passthrough(&shared, dst).await.map(|up| (up, None)).map_err(|e| (e, "PassthroughCluster".to_string())),
     };
     let http = found.is_some_and(|(s, _)| s.protocol == Protocol::Http);
-    let upstream = match upstream {
+    let (upstream, reuse) = match upstream {
         Ok(upstream) => upstream,
         Err((e, service)) => {
             tracing::warn!(%peer, %dst, %service, "outbound connection failed: {e}");
@@ -183,14 +216,15 @@ async fn connect(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAdd
     let Upstream { stream, local, peer: endpoint, principal, alpn } = upstream;
     let mut record = records::record("outbound", &config.node.pod, local, endpoint, start_ms);
     record.security = security.to_string();
-    record.alpn = alpn;
-    record.destination_principal = principal;
+    record.alpn = alpn.clone();
+    record.destination_principal = principal.clone();
+    let reuse = reuse.map(|reuse| Box::new(Reusable { shared: shared.clone(), reuse, local, principal, alpn }));
     if matches!(stream, UpstreamStream::Mesh(_)) {
         record.source_principal = Some(config.node.spiffe_id.clone());
     }
     shared.records.send(record);
     let upstream = if http { ToUpstream::Http(AnswerOnEarlyClose::new(stream)) } else { ToUpstream::Bytes(stream) };
-    Some(Forward { downstream, upstream, peer, dst })
+    Some(Forward { downstream, upstream, peer, dst, reuse })
 }
 
 /// Answers an HTTP/1.x client whose connection is forwarded as bytes with

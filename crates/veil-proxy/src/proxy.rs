@@ -39,6 +39,10 @@ pub struct ProxySettings {
     pub connect_timeout: Duration,
     /// Bound on a TLS handshake and on reading a ClientHello.
     pub handshake_timeout: Duration,
+    /// Offer other Veil sidecars to carry connections one after another on
+    /// a kept mesh connection (`mesh_frames`, `stream_pool`); a server
+    /// accepts them either way. `VEIL_MESH_STREAMS=0` turns offering off.
+    pub mesh_streams: bool,
 }
 
 impl Default for ProxySettings {
@@ -54,6 +58,7 @@ impl Default for ProxySettings {
             records_path: None,
             connect_timeout: Duration::from_secs(5),
             handshake_timeout: Duration::from_secs(5),
+            mesh_streams: true,
         }
     }
 }
@@ -78,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) balancer: Balancer,
     /// Pooled upstream HTTP connections (`http_pool`).
     pub(crate) http: HttpPool,
+    /// Mesh connections kept between streams (`stream_pool`).
+    pub(crate) streams: crate::stream_pool::StreamPool,
 }
 
 impl Shared {
@@ -136,6 +143,7 @@ impl Proxy {
             records,
             balancer: Balancer::default(),
             http: HttpPool::default(),
+            streams: Default::default(),
         });
         Ok(Proxy { shared, inbound, outbound, admin, readiness, writer })
     }

@@ -39,7 +39,9 @@ struct Cache {
     /// The certificate the cached configs were built from.
     cert: Arc<WorkloadCertificate>,
     server: Option<Arc<ServerConfig>>,
-    clients: HashMap<Vec<String>, Arc<ClientConfig>>,
+    /// Per identity set: the client config, and its copy that also offers
+    /// streams one after another (`mesh_frames`; they share the sessions).
+    clients: HashMap<Vec<String>, (Arc<ClientConfig>, Arc<ClientConfig>)>,
 }
 
 impl TlsConfigs {
@@ -85,11 +87,24 @@ impl TlsConfigs {
     }
 
     /// The client config that accepts only a server presenting one of
-    /// `identities` (SPIFFE IDs).
+    /// `identities` (SPIFFE IDs), ALPN `istio`.
     ///
     /// Errors: [`ProxyError::Identity`] when an identity is not a SPIFFE ID or
     /// the certificate cannot be used.
     pub(crate) fn client(&self, identities: &[String]) -> Result<Arc<ClientConfig>, ProxyError> {
+        self.clients(identities).map(|(plain, _)| plain)
+    }
+
+    /// [`Self::client`] that offers [`crate::mesh_frames::STREAMS_ALPN`]
+    /// first: a Veil server carries streams one after another on its
+    /// connections; others answer `istio`.
+    ///
+    /// Errors: as [`Self::client`].
+    pub(crate) fn client_streams(&self, identities: &[String]) -> Result<Arc<ClientConfig>, ProxyError> {
+        self.clients(identities).map(|(_, streams)| streams)
+    }
+
+    fn clients(&self, identities: &[String]) -> Result<(Arc<ClientConfig>, Arc<ClientConfig>), ProxyError> {
         // The model sends identities sorted: look them up without a copy.
         if identities.windows(2).all(|pair| pair.first() < pair.get(1)) {
             let found = self.with_cache(|cache, _| cache.clients.get(identities).cloned());
@@ -114,11 +129,14 @@ impl TlsConfigs {
                 .collect::<Result<Vec<_>, _>>()?;
             let client = veil_identity::mesh_client_config(&cache.cert, bundle, &allowed)
                 .map_err(|e| ProxyError::Identity(e.to_string()))?;
+            let mut streams = (*client).clone();
+            streams.alpn_protocols.insert(0, crate::mesh_frames::STREAMS_ALPN.to_vec());
+            let pair = (client, Arc::new(streams));
             if cache.clients.len() >= MAX_CLIENT_CONFIGS {
                 cache.clients.clear();
             }
-            cache.clients.insert(key, client.clone());
-            Ok(client)
+            cache.clients.insert(key, pair.clone());
+            Ok(pair)
         })
     }
 }

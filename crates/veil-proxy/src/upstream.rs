@@ -8,7 +8,9 @@
 //! server asks for a client certificate, that is logged: a server that
 //! requires one (nginx `ssl_verify_client on`) refuses the request next.
 
+use crate::mesh_frames::Role;
 use crate::mesh_tls::MeshClient;
+use crate::stream_pool::{PoolKey, Reuse};
 use crate::proxy::Shared;
 use crate::tls::Origination;
 use rustls_pki_types::ServerName;
@@ -139,24 +141,59 @@ pub(crate) fn resolve(shared: &Shared, host: &str, port: u16) -> Result<Endpoint
 /// Connects to `endpoint` as its [`UpstreamTls`] says.
 pub(crate) async fn connect(shared: &Shared, endpoint: &Endpoint) -> Result<Upstream, UpstreamError> {
     let addr = SocketAddr::new(endpoint.ip, endpoint.port);
-    let tcp = connect_tcp(shared, addr).await?;
-    let local = tcp.local_addr().map_err(|source| UpstreamError::Connect { addr, source })?;
     let (identities, sni) = match &endpoint.tls {
-        UpstreamTls::Disable => {
-            return Ok(Upstream { stream: UpstreamStream::Plain(tcp), local, peer: addr, principal: None, alpn: None })
-        }
         UpstreamTls::IstioMutual { identities, sni } => (identities, sni),
         UpstreamTls::Unsupported { reason } => {
             return Err(UpstreamError::OriginationConfig { addr, reason: reason.clone() });
         }
-        other => return originate(shared, other, tcp, addr, local).await,
+        _ => return connect_other(shared, endpoint, addr).await,
     };
     let client = shared.tls.client(identities)?;
-    let name = ServerName::try_from(sni.clone()).map_err(|_| UpstreamError::Sni { sni: sni.clone() })?;
+    mesh(shared, addr, client, identities, sni).await
+}
+
+/// [`connect`] for a connection forwarded as bytes: a mesh endpoint is
+/// reached over a kept connection to it when there is one
+/// (`stream_pool`), else over a new one that offers streams one after
+/// another (`mesh_frames`); the [`Reuse`] is given when the connection
+/// carries streams and may go back to the pool after this one.
+pub(crate) async fn connect_reusing(shared: &Shared, endpoint: &Endpoint) -> Result<(Upstream, Option<Reuse>), UpstreamError> {
+    let (UpstreamTls::IstioMutual { identities, sni }, true) = (&endpoint.tls, shared.settings.mesh_streams) else {
+        return connect(shared, endpoint).await.map(|up| (up, None));
+    };
+    let addr = SocketAddr::new(endpoint.ip, endpoint.port);
+    let client = shared.tls.client_streams(identities)?;
+    if let Some((upstream, reuse)) = shared.streams.take(&PoolKey::of(addr, &client)) {
+        tracing::debug!(%addr, "mesh connection reused for the next stream");
+        return Ok((upstream, Some(reuse)));
+    }
+    let mut upstream = mesh(shared, addr, client.clone(), identities, sni).await?;
+    let streams = match &mut upstream.stream {
+        UpstreamStream::Mesh(tls) => tls.start_streams(Role::Client),
+        _ => false,
+    };
+    Ok((upstream, streams.then(|| Reuse::new(addr, client))))
+}
+
+/// Plain TCP (`tls` DISABLE) or TLS origination to `endpoint`.
+async fn connect_other(shared: &Shared, endpoint: &Endpoint, addr: SocketAddr) -> Result<Upstream, UpstreamError> {
+    let tcp = connect_tcp(shared, addr).await?;
+    let local = tcp.local_addr().map_err(|source| UpstreamError::Connect { addr, source })?;
+    match &endpoint.tls {
+        UpstreamTls::Disable => Ok(Upstream { stream: UpstreamStream::Plain(tcp), local, peer: addr, principal: None, alpn: None }),
+        other => originate(shared, other, tcp, addr, local).await,
+    }
+}
+
+/// Mesh mTLS to `addr` with `client` (whose verifier holds `identities`), SNI `sni`.
+async fn mesh(shared: &Shared, addr: SocketAddr, client: Arc<rustls::ClientConfig>, identities: &[String], sni: &str) -> Result<Upstream, UpstreamError> {
+    let tcp = connect_tcp(shared, addr).await?;
+    let local = tcp.local_addr().map_err(|source| UpstreamError::Connect { addr, source })?;
+    let name = ServerName::try_from(sni.to_string()).map_err(|_| UpstreamError::Sni { sni: sni.to_string() })?;
     let timeout = shared.settings.handshake_timeout;
     let tls = match tokio::time::timeout(timeout, MeshClient::connect(tcp, client, name)).await {
         Err(_) => return Err(UpstreamError::HandshakeTimeout { addr, ms: timeout.as_millis() }),
-        Ok(Err(source)) => return Err(UpstreamError::Handshake { addr, allowed: identities.clone(), source }),
+        Ok(Err(source)) => return Err(UpstreamError::Handshake { addr, allowed: identities.to_vec(), source }),
         Ok(Ok(tls)) => tls,
     };
     let certs = tls.peer_certificates().unwrap_or_default();

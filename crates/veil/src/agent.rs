@@ -196,6 +196,7 @@ fn settings() -> ProxySettings {
         records_path: std::env::var_os("VEIL_RECORDS").map(Into::into),
         connect_timeout: Duration::from_secs(5),
         handshake_timeout: Duration::from_secs(10),
+        mesh_streams: std::env::var("VEIL_MESH_STREAMS").map_or(true, |v| v.trim() != "0"),
     }
 }
 

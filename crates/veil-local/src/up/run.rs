@@ -268,10 +268,11 @@ async fn start_and_serve(
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
-        // Passed on when set: the proxies' scheduler slice (µs; 0 = the kernel's) and
-        // whether they give back their start-up pages (0 = keep them).
+        // Passed on when set: the proxies' scheduler slice (µs; 0 = the kernel's),
+        // whether they give back their start-up pages (0 = keep them) and whether
+        // they offer streams on kept mesh connections (0 = one connection each).
         .chain(
-            ["VEIL_SCHED_SLICE_US", "VEIL_RELEASE_PAGES"]
+            ["VEIL_SCHED_SLICE_US", "VEIL_RELEASE_PAGES", "VEIL_MESH_STREAMS"]
                 .into_iter()
                 .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))),
         )
