@@ -206,14 +206,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
     }
 
     /// True when the connection carries streams and the current one ended
-    /// both ways, cleanly, with nothing left to send or read: it may carry
-    /// the next ([`Self::next_stream`]).
+    /// both ways, cleanly, with nothing left to send: it may carry the next
+    /// ([`Self::next_stream`]). What was received after the peer's `END`
+    /// (the client's next `OPEN`, already on its way) is kept for it.
     pub(crate) fn stream_finished(&self) -> bool {
         self.streams.as_ref().is_some_and(Streams::finished)
             && self.failed.is_none()
             && !(self.peer_closed || self.eof || self.closed)
             && self.out_at >= self.outgoing.len()
-            && self.plain_at >= self.plain.len()
     }
 
     /// Begins the next stream on a connection whose stream finished.

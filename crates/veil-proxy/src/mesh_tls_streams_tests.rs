@@ -115,3 +115,34 @@ async fn without_the_alpn_a_connection_carries_one_connection_as_before() {
     let (c, _s) = mesh_pair(&server, &Arc::new(offering)).await;
     assert_eq!(c.alpn_protocol(), Some(STREAMS_ALPN));
 }
+
+#[tokio::test]
+async fn the_next_open_may_arrive_with_the_last_end() {
+    let (server, client) = streams_configs();
+    let (mut c, mut s) = mesh_pair(&server, &client).await;
+    assert!(c.start_streams(Role::Client) && s.start_streams(Role::Server));
+    bounded("first stream", async {
+        // The server answers and ends first; the client ends, then opens the next stream at once.
+        c.write_all(b"first").await.unwrap();
+        c.flush().await.unwrap();
+        assert!(poll_fn(|cx| s.poll_open(cx)).await.unwrap());
+        s.write_all(b"answer").await.unwrap();
+        s.shutdown().await.unwrap();
+        assert_eq!(read_to_end(&mut c).await.unwrap(), b"answer");
+        c.shutdown().await.unwrap();
+        assert!(c.stream_finished());
+        c.next_stream();
+        c.write_all(b"second").await.unwrap();
+        c.flush().await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        // END, OPEN and DATA are now on their way together.
+        assert_eq!(read_to_end(&mut s).await.unwrap(), b"first");
+    })
+    .await;
+    assert!(s.stream_finished(), "the next stream's OPEN, already received, does not spoil this one");
+    s.next_stream();
+    assert!(bounded("second OPEN", poll_fn(|cx| s.poll_open(cx))).await.unwrap());
+    let mut second = [0u8; 6];
+    bounded("second stream", s.read_exact(&mut second)).await.unwrap();
+    assert_eq!(&second, b"second");
+}

@@ -14,14 +14,11 @@
 
 use crate::mesh_tls::MeshClient;
 use crate::upstream::{Upstream, UpstreamStream};
-use futures::task::noop_waker_ref;
 use rustls::ClientConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
-use tokio::io::ReadBuf;
 use tokio::net::TcpStream;
 
 /// Longest a connection waits in the pool.
@@ -144,12 +141,14 @@ impl Idle {
 
 /// True when nothing arrived on an idle connection's socket: the peer
 /// neither closed it nor sent anything (a server sends nothing between
-/// streams until it closes).
+/// streams until it closes). Asks the socket itself (`MSG_PEEK`, not
+/// waiting), not the runtime's last readiness, which may predate the
+/// peer's close.
 fn open_and_quiet(tcp: &TcpStream) -> bool {
+    use nix::sys::socket::{recv, MsgFlags};
+    use std::os::fd::AsRawFd;
     let mut byte = [0u8; 1];
-    let mut buf = ReadBuf::new(&mut byte);
-    let mut cx = Context::from_waker(noop_waker_ref());
-    matches!(tcp.poll_peek(&mut cx, &mut buf), Poll::Pending)
+    matches!(recv(tcp.as_raw_fd(), &mut byte, MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT), Err(nix::errno::Errno::EAGAIN))
 }
 
 #[cfg(test)]

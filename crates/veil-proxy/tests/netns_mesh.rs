@@ -29,7 +29,7 @@ async fn mesh_mtls_between_proxies_with_matching_records() {
         .await
         .expect("outbound record");
     assert_eq!(out.security, "mesh-mtls");
-    assert_eq!(out.alpn.as_deref(), Some("istio"));
+    assert_eq!(out.alpn.as_deref(), Some("veil-streams/1"), "two Veil sidecars agree on streams");
     assert_eq!(out.destination_principal, Some(mesh.id_b.to_string()));
     assert_eq!(out.source_principal, Some(mesh.id_a.to_string()));
     assert_eq!(out.src.ip(), std::net::IpAddr::V4(mesh.net.ip_a));

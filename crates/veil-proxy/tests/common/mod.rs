@@ -131,11 +131,16 @@ pub struct Sidecar {
 
 impl Sidecar {
     pub async fn start(ns: &str, dir: &std::path::Path, config: ProxyConfig, cert: WorkloadCertificate, bundle: TrustBundle) -> Sidecar {
+        Sidecar::start_with(ns, dir, config, cert, bundle, true).await
+    }
+
+    /// [`Sidecar::start`]; `mesh_streams` false: one mesh connection per connection.
+    pub async fn start_with(ns: &str, dir: &std::path::Path, config: ProxyConfig, cert: WorkloadCertificate, bundle: TrustBundle, mesh_streams: bool) -> Sidecar {
         let rt = NsRuntime::start(ns, Some(1337));
         let records = dir.join(format!("{}.jsonl", config.node.pod));
         let (config_tx, config_rx) = watch::channel(Arc::new(config));
         let (_cert_tx, cert_rx) = watch::channel(Arc::new(cert));
-        let settings = ProxySettings { records_path: Some(records.clone()), ..ProxySettings::default() };
+        let settings = ProxySettings { records_path: Some(records.clone()), mesh_streams, ..ProxySettings::default() };
         let (stop, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
         rt.spawn(async move {
@@ -273,6 +278,12 @@ pub struct Mesh {
 
 impl Mesh {
     pub async fn start() -> Mesh {
+        Mesh::start_with(true).await
+    }
+
+    /// [`Mesh::start`]; `mesh_streams` false: the client sidecar makes one
+    /// mesh connection per connection (`ProxySettings::mesh_streams`).
+    pub async fn start_with(mesh_streams: bool) -> Mesh {
         init_logs();
         let dir = tempfile::tempdir().unwrap();
         std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
@@ -311,7 +322,7 @@ impl Mesh {
                 port(HTTP_STRICT, MtlsMode::Strict, Protocol::Http),
             ],
         );
-        let client = Sidecar::start(&net.a, dir.path(), client_config, issue(&ca, &id_a), ca.trust_bundle()).await;
+        let client = Sidecar::start_with(&net.a, dir.path(), client_config, issue(&ca, &id_a), ca.trust_bundle(), mesh_streams).await;
         let server = Sidecar::start(&net.b, dir.path(), server_config, issue(&ca, &id_b), ca.trust_bundle()).await;
         let server_apps = NsRuntime::start(&net.b, None);
         for (port, greeting) in [

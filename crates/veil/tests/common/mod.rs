@@ -101,6 +101,11 @@ pub struct Mesh {
 impl Mesh {
     /// Starts `veil up DIR` and waits (≤ 180 s) for "mesh ready".
     pub fn up(dir: &Path) -> Mesh {
+        Mesh::up_with_env(dir, &[])
+    }
+
+    /// [`Mesh::up`] with `env` set for `veil up` (and the proxies it passes it on to).
+    pub fn up_with_env(dir: &Path, env: &[(&str, &str)]) -> Mesh {
         assert_root();
         let lock = lock();
         let state = tempfile::tempdir().expect("state dir");
@@ -110,6 +115,7 @@ impl Mesh {
             .arg(dir)
             .arg("--state-dir")
             .arg(state.path())
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
