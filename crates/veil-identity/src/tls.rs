@@ -30,11 +30,10 @@ use crate::x509;
 /// connections one after another (`veil-proxy`'s `mesh_frames`).
 pub const STREAMS_ALPN: &[u8] = b"veil-streams/1";
 
-/// ALPN protocols a mesh server accepts, most preferred first: Veil's
-/// [`STREAMS_ALPN`] (offered only by Veil sidecars), then Istio's, in
-/// Istio's order.
+/// ALPN protocols a mesh server accepts, in Istio's order. A sidecar's
+/// inbound also accepts [`STREAMS_ALPN`], first (`veil-proxy`'s
+/// `TlsConfigs::server_streams`); a gateway does not.
 pub const MESH_ALPN: &[&[u8]] = &[
-    STREAMS_ALPN,
     b"istio",
     b"istio-peer-exchange",
     b"istio-h2",

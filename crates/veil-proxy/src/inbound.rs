@@ -345,7 +345,7 @@ async fn sniff_and_forward(conn: &Conn<'_>, downstream: TcpStream, app: Option<T
 /// must not have expired since.
 async fn terminate(conn: &Conn<'_>, downstream: TcpStream) -> Result<(Box<MeshServer<TcpStream>>, String), InboundError> {
     let port = conn.dst.port();
-    let server = conn.shared.tls.server()?;
+    let server = conn.shared.tls.server_streams()?;
     let timeout = conn.shared.settings.handshake_timeout;
     let tls = match tokio::time::timeout(timeout, MeshServer::accept(downstream, server)).await {
         Err(_) => return Err(InboundError::HandshakeTimeout { port, ms: timeout.as_millis() }),

@@ -7,12 +7,22 @@ use super::tests::{bounded, configs, mesh_pair, pattern};
 use super::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-/// Server and client configs from a new CA; the client offers streams first.
+/// Server and client configs from a new CA, both with streams first.
 pub(crate) fn streams_configs() -> (Arc<ServerConfig>, Arc<ClientConfig>) {
     let (server, client) = configs(false);
-    let mut offering = (*client).clone();
+    (accepting(&server), offering(&client))
+}
+
+fn offering(client: &Arc<ClientConfig>) -> Arc<ClientConfig> {
+    let mut offering = (**client).clone();
     offering.alpn_protocols.insert(0, STREAMS_ALPN.to_vec());
-    (server, Arc::new(offering))
+    Arc::new(offering)
+}
+
+fn accepting(server: &Arc<ServerConfig>) -> Arc<ServerConfig> {
+    let mut accepting = (**server).clone();
+    accepting.alpn_protocols.insert(0, STREAMS_ALPN.to_vec());
+    Arc::new(accepting)
 }
 
 async fn read_to_end<R: AsyncRead + Unpin>(reader: &mut R) -> io::Result<Vec<u8>> {
@@ -100,19 +110,21 @@ async fn a_client_that_leaves_between_streams_is_told_from_one_cut_within_a_stre
 }
 
 #[tokio::test]
-async fn without_the_alpn_a_connection_carries_one_connection_as_before() {
-    let (server, plain_client) = configs(false);
-    let (mut c, mut s) = mesh_pair(&server, &plain_client).await;
-    assert_eq!(c.alpn_protocol(), Some(&b"istio"[..]));
-    assert!(!c.start_streams(Role::Client) && !s.start_streams(Role::Server));
-    c.write_all(b"ping").await.unwrap();
-    c.shutdown().await.unwrap();
-    assert_eq!(bounded("read", read_to_end(&mut s)).await.unwrap(), b"ping", "no frame headers on the wire");
-    assert!(!s.stream_finished());
-    // Control: offering the ALPN, the server picks it.
-    let mut offering = (*plain_client).clone();
-    offering.alpn_protocols.insert(0, STREAMS_ALPN.to_vec());
-    let (c, _s) = mesh_pair(&server, &Arc::new(offering)).await;
+async fn unless_both_sides_offer_the_alpn_a_connection_carries_one_connection_as_before() {
+    let (server, client) = configs(false);
+    // A client that does not offer it (Istio's sidecars, ztunnel), a server
+    // that does not accept it (a gateway's ISTIO_MUTUAL server).
+    for (server, client, case) in [(accepting(&server), client.clone(), "istio client"), (server.clone(), offering(&client), "gateway server")] {
+        let (mut c, mut s) = mesh_pair(&server, &client).await;
+        assert_eq!(c.alpn_protocol(), Some(&b"istio"[..]), "{case}");
+        assert!(!c.start_streams(Role::Client) && !s.start_streams(Role::Server), "{case}");
+        c.write_all(b"ping").await.unwrap();
+        c.shutdown().await.unwrap();
+        assert_eq!(bounded("read", read_to_end(&mut s)).await.unwrap(), b"ping", "{case}: no frame headers on the wire");
+        assert!(!s.stream_finished());
+    }
+    // Control: both offering it, they agree on it.
+    let (c, _s) = mesh_pair(&accepting(&server), &offering(&client)).await;
     assert_eq!(c.alpn_protocol(), Some(STREAMS_ALPN));
 }
 

@@ -38,7 +38,9 @@ type BuiltOrigination = (Vec<Option<SystemTime>>, Arc<ClientConfig>);
 struct Cache {
     /// The certificate the cached configs were built from.
     cert: Arc<WorkloadCertificate>,
-    server: Option<Arc<ServerConfig>>,
+    /// The server config, and its copy that also accepts streams one after
+    /// another (`mesh_frames`), first.
+    server: Option<(Arc<ServerConfig>, Arc<ServerConfig>)>,
     /// Per identity set: the client config, and its copy that also offers
     /// streams one after another (`mesh_frames`; they share the sessions).
     clients: HashMap<Vec<String>, (Arc<ClientConfig>, Arc<ClientConfig>)>,
@@ -70,19 +72,34 @@ impl TlsConfigs {
         f(&mut cache, &self.bundle)
     }
 
-    /// The server config for mesh mTLS on inbound ports (client certificate
-    /// from the mesh CA required, TLS 1.3, ALPN `istio*`).
+    /// The server config for mesh mTLS (client certificate from the mesh CA
+    /// required, TLS 1.3, ALPN `istio*`): a gateway's `ISTIO_MUTUAL` servers.
     ///
     /// Errors: [`ProxyError::Identity`] when the certificate cannot be used.
     pub(crate) fn server(&self) -> Result<Arc<ServerConfig>, ProxyError> {
+        self.servers().map(|(plain, _)| plain)
+    }
+
+    /// [`Self::server`] that prefers [`crate::mesh_frames::STREAMS_ALPN`]
+    /// when the client offers it: a sidecar's inbound ports.
+    ///
+    /// Errors: as [`Self::server`].
+    pub(crate) fn server_streams(&self) -> Result<Arc<ServerConfig>, ProxyError> {
+        self.servers().map(|(_, streams)| streams)
+    }
+
+    fn servers(&self) -> Result<(Arc<ServerConfig>, Arc<ServerConfig>), ProxyError> {
         self.with_cache(|cache, bundle| {
-            if let Some(server) = &cache.server {
-                return Ok(server.clone());
+            if let Some(servers) = &cache.server {
+                return Ok(servers.clone());
             }
             let server = veil_identity::mesh_server_config(&cache.cert, bundle)
                 .map_err(|e| ProxyError::Identity(e.to_string()))?;
-            cache.server = Some(server.clone());
-            Ok(server)
+            let mut streams = (*server).clone();
+            streams.alpn_protocols.insert(0, crate::mesh_frames::STREAMS_ALPN.to_vec());
+            let servers = (server, Arc::new(streams));
+            cache.server = Some(servers.clone());
+            Ok(servers)
         })
     }
 
