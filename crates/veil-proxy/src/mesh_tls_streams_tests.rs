@@ -5,6 +5,7 @@
 
 use super::tests::{bounded, configs, mesh_pair, pattern};
 use super::*;
+use crate::mesh_frames::{Role, STREAMS_ALPN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Server and client configs from a new CA, both with streams first.

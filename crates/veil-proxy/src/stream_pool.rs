@@ -4,7 +4,7 @@
 //! TCP connection and TLS handshake.
 //!
 //! A connection is kept for [`IDLE`] at most (a server waits
-//! `inbound::STREAM_IDLE`, longer, before it closes one, so that a client
+//! `inbound_streams::STREAM_IDLE`, longer, before it closes one, so that a client
 //! rarely picks one the server is closing), for [`MAX_AGE`] after its
 //! handshake (the peer's identity was proved then; certificates rotate
 //! long after), and only while its client config is current (a rotated
