@@ -29,7 +29,7 @@ run_mesh() { # $1 = label, $2 = example dir
     grep -q "mesh ready" "$work/up.log" || { cat "$work/up.log"; exit 1; }
     t1=$(date +%s.%N)
     local port
-    port=$(grep -o 'published at 127.0.0.1:[0-9]*' "$work/up.log" | head -1 | cut -d: -f2)
+    port=$(grep -o '(HTTP) published at 127.0.0.1:[0-9]*' "$work/up.log" | head -1 | cut -d: -f2)
     curl -s -o /dev/null -H "Host: $HOST" "http://127.0.0.1:$port/" # warm up
     for _ in $(seq 1 "$N"); do
         curl -s -o /dev/null -w '%{time_total}\n' -H "Host: $HOST" "http://127.0.0.1:$port/"
