@@ -121,8 +121,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
     /// returns the stream bytes taken.
     pub(super) fn write_frame(&mut self, cx: &mut Context<'_>, open: bool, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         let total: usize = bufs.iter().map(|b| b.len()).sum();
-        let room = MAX_WRITE - 2 * mesh_frames::HEADER;
-        let n = total.min(room);
+        let headers = if open { 2 * mesh_frames::HEADER } else { mesh_frames::HEADER };
+        let n = total.min(MAX_WRITE - headers);
         if n == 0 && !open {
             return Ok(0);
         }
@@ -140,7 +140,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
             if n > 0 {
                 gathered.extend_from_slice(&mesh_frames::data_header(n));
                 for slice in bufs {
-                    let left = n.saturating_sub(gathered.len() - if open { 8 } else { 4 });
+                    let left = n.saturating_sub(gathered.len() - headers);
                     gathered.extend_from_slice(slice.get(..left).unwrap_or(slice));
                 }
             }
