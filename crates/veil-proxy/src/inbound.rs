@@ -47,7 +47,7 @@ pub enum InboundError {
     HandshakeTimeout { port: u16, ms: u128 },
     #[error("client certificate on port {port} carries no SPIFFE ID: refused")]
     NoPeerIdentity { port: u16 },
-    #[error("resumed mesh mTLS session on port {port} carries a client certificate that has expired since: refused; the client must renew its certificate and connect again")]
+    #[error("mesh mTLS session on port {port}, resumed or kept for another stream, carries a client certificate that has expired since: refused; the client must renew its certificate and connect again")]
     ExpiredResumedCertificate { port: u16 },
     #[error("stream on a kept mesh connection to port {port}, now mTLS DISABLE: refused (the connection is closed; the client's next connection follows the port's mode)")]
     StreamToDisabled { port: u16 },
@@ -229,17 +229,27 @@ async fn terminate(conn: &Conn<'_>, downstream: TcpStream) -> Result<(Box<MeshSe
         Ok(Err(source)) => return Err(InboundError::Handshake { port, source }),
         Ok(Ok(tls)) => tls,
     };
-    let certs = tls.peer_certificates().unwrap_or_default();
-    let leaf = peer_leaf(certs);
-    let principal = leaf.as_ref().and_then(|l| l.spiffe_id.clone()).ok_or(InboundError::NoPeerIdentity { port })?;
     let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
-    if resumed && leaf.as_ref().is_none_or(|l| l.expired(SystemTime::now())) {
-        return Err(InboundError::ExpiredResumedCertificate { port });
-    }
+    let principal = client_principal(tls.peer_certificates().unwrap_or_default(), port, resumed)?;
     let mut tls = Box::new(tls);
     let streams = tls.start_streams(Role::Server);
     tracing::debug!(peer = %conn.peer, port, resumed, streams, "mesh mTLS accepted");
     Ok((tls, principal))
+}
+
+/// The client's SPIFFE ID from its verified `certs` (leaf first). When the
+/// chain was verified before this connection or stream (`verified_earlier`:
+/// a resumed session, a kept connection's next stream), its leaf must not
+/// have expired since.
+///
+/// Errors: [`InboundError::NoPeerIdentity`],
+/// [`InboundError::ExpiredResumedCertificate`].
+pub(crate) fn client_principal(certs: &[CertificateDer<'_>], port: u16, verified_earlier: bool) -> Result<String, InboundError> {
+    let leaf = peer_leaf(certs);
+    if verified_earlier && leaf.as_ref().is_none_or(|l| l.expired(SystemTime::now())) {
+        return Err(InboundError::ExpiredResumedCertificate { port });
+    }
+    leaf.and_then(|l| l.spiffe_id.clone()).ok_or(InboundError::NoPeerIdentity { port })
 }
 
 /// What a peer's leaf certificate says, read once per distinct certificate:

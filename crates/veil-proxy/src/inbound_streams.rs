@@ -4,7 +4,7 @@
 //! stream as a new connection would be: the port's mode now, the client's
 //! certificate not expired since, the application connected, a record.
 
-use super::{forward_mesh, peer_leaf, Conn, Downstream, Forward, InboundError};
+use super::{client_principal, forward_mesh, Conn, Downstream, Forward, InboundError};
 use crate::copy::Pipe;
 use crate::mesh_tls::MeshServer;
 use crate::proxy::Shared;
@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Poll};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio::net::TcpStream;
 use veil_model::MtlsMode;
 
@@ -74,14 +74,10 @@ async fn next_stream(shared: &Shared, mut tls: Box<MeshServer<TcpStream>>, peer:
     let port = dst.port();
     let (mode, _) = config.inbound.port(port);
     let conn = Conn { shared, config: config.clone(), peer, dst, start_ms: records::now_ms() };
-    let leaf = peer_leaf(tls.peer_certificates().unwrap_or_default());
-    let result = match (mode, leaf) {
+    let result = match (mode, client_principal(tls.peer_certificates().unwrap_or_default(), port, true)) {
         (MtlsMode::Disable, _) => Err(InboundError::StreamToDisabled { port }),
-        (_, Some(leaf)) if !leaf.expired(SystemTime::now()) => match leaf.spiffe_id.clone() {
-            Some(principal) => forward_mesh(&conn, (tls, principal), None).await,
-            None => Err(InboundError::NoPeerIdentity { port }),
-        },
-        _ => Err(InboundError::ExpiredResumedCertificate { port }),
+        (_, Ok(principal)) => forward_mesh(&conn, (tls, principal), None).await,
+        (_, Err(e)) => Err(e),
     };
     match result {
         Ok(forward) => forward,

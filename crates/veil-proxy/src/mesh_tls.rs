@@ -61,6 +61,16 @@ thread_local! {
     static GATHER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
 }
 
+/// Runs `f` on the thread's `scratch` buffer (`SEND` or `GATHER`), or on a
+/// new one should the thread's be in use (polls do not nest; stay correct
+/// regardless).
+fn with_scratch<T>(scratch: &'static std::thread::LocalKey<RefCell<Vec<u8>>>, f: impl FnOnce(&mut Vec<u8>) -> T) -> T {
+    scratch.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => f(&mut buf),
+        Err(_) => f(&mut Vec::new()),
+    })
+}
+
 /// The client or server half of rustls' unbuffered API.
 pub(crate) trait Side: DerefMut<Target = UnbufferedConnectionCommon<Self::Data>> + Unpin {
     /// rustls' side-specific data.
@@ -277,18 +287,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
     /// returns the bytes taken.
     fn write_plain(&mut self, cx: &mut Context<'_>, data: &[u8]) -> io::Result<usize> {
         let data = data.get(..MAX_WRITE).unwrap_or(data);
-        SEND.with(|cell| {
-            let mut fallback = Vec::new();
-            let mut borrowed = cell.try_borrow_mut();
-            let records = match &mut borrowed {
-                Ok(scratch) => &mut **scratch,
-                Err(_) => &mut fallback,
-            };
-            match self.step_held(&mut Want::Write(data, records)) {
-                Ok(Stop::Done(n)) => self.send(cx, records.get(..n).unwrap_or_default()).map(|()| data.len()),
-                Ok(_) => Err(io::Error::other("mesh TLS: no state to write in")),
-                Err(e) => Err(e),
-            }
+        with_scratch(&SEND, |records| match self.step_held(&mut Want::Write(data, records)) {
+            Ok(Stop::Done(n)) => self.send(cx, records.get(..n).unwrap_or_default()).map(|()| data.len()),
+            Ok(_) => Err(io::Error::other("mesh TLS: no state to write in")),
+            Err(e) => Err(e),
         })
     }
 }
@@ -361,13 +363,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> AsyncWrite for MeshTls<IO, C> 
         let written = match (slices.next(), slices.next()) {
             (None, _) => return Poll::Ready(Ok(0)),
             (Some(one), None) => this.write_plain(cx, one),
-            (Some(_), Some(_)) => GATHER.with(|cell| {
-                let mut fallback = Vec::new();
-                let mut borrowed = cell.try_borrow_mut();
-                let gathered = match &mut borrowed {
-                    Ok(scratch) => &mut **scratch,
-                    Err(_) => &mut fallback,
-                };
+            (Some(_), Some(_)) => with_scratch(&GATHER, |gathered| {
                 gathered.clear();
                 for slice in bufs {
                     let room = MAX_WRITE.saturating_sub(gathered.len());

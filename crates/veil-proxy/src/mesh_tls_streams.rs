@@ -6,7 +6,7 @@
 //! (`poll_read`, `mesh_tls_states::deliver_stream`); a stream's shutdown is
 //! its `END` (`poll_shutdown`).
 
-use super::{MeshTls, Side, Want, GATHER, MAX_STEPS, MAX_WRITE};
+use super::{with_scratch, MeshTls, Side, Want, GATHER, MAX_STEPS, MAX_WRITE};
 use crate::mesh_frames::{self, Role, Streams, OPEN_FRAME, STREAMS_ALPN};
 use std::io::{self, IoSlice};
 use std::task::{ready, Context, Poll};
@@ -126,13 +126,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin, C: Side> MeshTls<IO, C> {
         if n == 0 && !open {
             return Ok(0);
         }
-        GATHER.with(|cell| {
-            let mut fallback = Vec::new();
-            let mut borrowed = cell.try_borrow_mut();
-            let gathered = match &mut borrowed {
-                Ok(scratch) => &mut **scratch,
-                Err(_) => &mut fallback,
-            };
+        with_scratch(&GATHER, |gathered| {
             gathered.clear();
             if open {
                 gathered.extend_from_slice(&OPEN_FRAME);

@@ -79,8 +79,6 @@ struct Reusable {
     shared: Arc<Shared>,
     reuse: Reuse,
     local: SocketAddr,
-    principal: Option<String>,
-    alpn: Option<String>,
 }
 
 /// The upstream side of a forwarded connection.
@@ -126,8 +124,8 @@ impl Forward {
             ToUpstream::Http(wrapped) => wrapped.into_inner(),
         };
         if let UpstreamStream::Mesh(tls) = stream {
-            let Reusable { shared, reuse, local, principal, alpn } = *reusable;
-            shared.streams.put(tls, reuse, local, principal, alpn);
+            let Reusable { shared, reuse, local } = *reusable;
+            shared.streams.put(tls, reuse, local);
         }
     }
 }
@@ -216,9 +214,9 @@ async fn connect(shared: Arc<Shared>, mut downstream: TcpStream, peer: SocketAdd
     let Upstream { stream, local, peer: endpoint, principal, alpn } = upstream;
     let mut record = records::record("outbound", &config.node.pod, local, endpoint, start_ms);
     record.security = security.to_string();
-    record.alpn = alpn.clone();
-    record.destination_principal = principal.clone();
-    let reuse = reuse.map(|reuse| Box::new(Reusable { shared: shared.clone(), reuse, local, principal, alpn }));
+    record.alpn = alpn;
+    record.destination_principal = principal;
+    let reuse = reuse.map(|reuse| Box::new(Reusable { shared: shared.clone(), reuse, local }));
     if matches!(stream, UpstreamStream::Mesh(_)) {
         record.source_principal = Some(config.node.spiffe_id.clone());
     }

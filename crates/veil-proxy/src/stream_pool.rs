@@ -13,7 +13,7 @@
 //! One that the peer closed or wrote to while idle is dropped when found.
 
 use crate::mesh_tls::MeshClient;
-use crate::upstream::{Upstream, UpstreamStream};
+use crate::upstream::{mesh_upstream, Upstream};
 use rustls::ClientConfig;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -63,9 +63,8 @@ impl PoolKey {
 struct Idle {
     tls: Box<MeshClient<TcpStream>>,
     reuse: Reuse,
+    /// The proxy's own address of the connection (the records name it).
     local: SocketAddr,
-    principal: Option<String>,
-    alpn: Option<String>,
     since: Instant,
 }
 
@@ -95,10 +94,9 @@ impl StreamPool {
         let mut inner = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let list = inner.idle.get_mut(key)?;
         while let Some(idle) = list.pop() {
-            if idle.usable(now) && open_and_quiet(idle.transport()) {
-                let Idle { tls, reuse, local, principal, alpn, .. } = idle;
-                let peer = reuse.key.addr;
-                return Some((Upstream { stream: UpstreamStream::Mesh(tls), local, peer, principal, alpn }, reuse));
+            if idle.usable(now) && open_and_quiet(idle.tls.transport()) {
+                let peer = idle.reuse.key.addr;
+                return Some((mesh_upstream(idle.tls, idle.local, peer), idle.reuse));
             }
         }
         None
@@ -106,7 +104,7 @@ impl StreamPool {
 
     /// Keeps `tls`, whose stream finished, for the next stream to
     /// `reuse`'s endpoint (dropped when the key holds [`MAX_PER_KEY`]).
-    pub(crate) fn put(&self, mut tls: Box<MeshClient<TcpStream>>, reuse: Reuse, local: SocketAddr, principal: Option<String>, alpn: Option<String>) {
+    pub(crate) fn put(&self, mut tls: Box<MeshClient<TcpStream>>, reuse: Reuse, local: SocketAddr) {
         if !tls.stream_finished() {
             return;
         }
@@ -122,7 +120,7 @@ impl StreamPool {
         }
         let list = inner.idle.entry(reuse.key.clone()).or_default();
         if list.len() < MAX_PER_KEY {
-            list.push(Idle { tls, reuse, local, principal, alpn, since: now });
+            list.push(Idle { tls, reuse, local, since: now });
         }
     }
 
@@ -130,12 +128,6 @@ impl StreamPool {
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner).idle.values().map(Vec::len).sum()
-    }
-}
-
-impl Idle {
-    fn transport(&self) -> &TcpStream {
-        self.tls.transport()
     }
 }
 
@@ -187,10 +179,11 @@ mod tests {
         let pool = StreamPool::default();
         let (c, _s, reuse) = finished().await;
         let key = reuse.key.clone();
-        pool.put(c, reuse, local(), Some("spiffe://cluster.local/ns/a/sa/b".into()), None);
+        pool.put(c, reuse, local());
         assert_eq!(pool.len(), 1);
         let (up, _) = pool.take(&key).expect("kept");
-        assert_eq!(up.principal.as_deref(), Some("spiffe://cluster.local/ns/a/sa/b"));
+        assert_eq!(up.principal.as_deref(), Some("spiffe://cluster.local/ns/default/sa/server"), "read from the connection's peer");
+        assert_eq!((up.alpn.as_deref(), up.local), (Some("veil-streams/1"), local()));
         assert!(pool.take(&key).is_none() && pool.len() == 0, "taken once");
     }
 
@@ -202,19 +195,19 @@ mod tests {
         let (mut c, _s) = mesh_pair(&server, &client).await;
         assert!(c.start_streams(Role::Client));
         let addr = c.transport().peer_addr().unwrap();
-        pool.put(Box::new(c), Reuse::new(addr, client), local(), None, None);
+        pool.put(Box::new(c), Reuse::new(addr, client), local());
         assert_eq!(pool.len(), 0, "a stream not finished is dropped");
         // A kept connection the server closed: found out and dropped.
         let (c, s, reuse) = finished().await;
         let key = reuse.key.clone();
-        pool.put(c, reuse, local(), None, None);
+        pool.put(c, reuse, local());
         drop(s);
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(pool.take(&key).is_none(), "the server closed it");
         // Control: one the server keeps open is taken.
         let (c, _s, reuse) = finished().await;
         let key = reuse.key.clone();
-        pool.put(c, reuse, local(), None, None);
+        pool.put(c, reuse, local());
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(pool.take(&key).is_some());
     }

@@ -196,12 +196,18 @@ async fn mesh(shared: &Shared, addr: SocketAddr, client: Arc<rustls::ClientConfi
         Ok(Err(source)) => return Err(UpstreamError::Handshake { addr, allowed: identities.to_vec(), source }),
         Ok(Ok(tls)) => tls,
     };
-    let certs = tls.peer_certificates().unwrap_or_default();
-    let principal = crate::inbound::peer_leaf(certs).and_then(|leaf| leaf.spiffe_id.clone());
-    let alpn = tls.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
     let resumed = tls.handshake_kind() == Some(rustls::HandshakeKind::Resumed);
     tracing::debug!(%local, %addr, resumed, "mesh mTLS connected");
-    Ok(Upstream { stream: UpstreamStream::Mesh(Box::new(tls)), local, peer: addr, principal, alpn })
+    Ok(mesh_upstream(Box::new(tls), local, addr))
+}
+
+/// A mesh connection as an [`Upstream`]: the server's SPIFFE ID and the
+/// ALPN as its handshake settled them (the peer's leaf is parsed once, see
+/// `inbound::peer_leaf`).
+pub(crate) fn mesh_upstream(tls: Box<MeshClient<TcpStream>>, local: SocketAddr, peer: SocketAddr) -> Upstream {
+    let principal = crate::inbound::peer_leaf(tls.peer_certificates().unwrap_or_default()).and_then(|leaf| leaf.spiffe_id.clone());
+    let alpn = tls.alpn_protocol().map(|p| String::from_utf8_lossy(p).into_owned());
+    Upstream { stream: UpstreamStream::Mesh(tls), local, peer, principal, alpn }
 }
 
 /// TLS origination (DestinationRule SIMPLE / MUTUAL) over `tcp`.
