@@ -155,10 +155,10 @@ fn fixed_rate(path: &Path, s: &Settings, res: &mut Resources) -> Result<crate::l
     c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     let cpu0 = path.cpu();
     let mut child = c.spawn().map_err(|e| BenchError::Spawn { program: "veil-bench http-load".into(), source: e })?;
-    let mut peak = PeakRss::default();
+    let mut peak = PeakRss::new(&path.roots());
     let deadline = Instant::now() + s.http_duration + Duration::from_secs(30);
     while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
-        peak.sample(&path.roots());
+        peak.sample();
         std::thread::sleep(SAMPLE_EVERY);
     }
     let cpu = path.cpu() - cpu0;
