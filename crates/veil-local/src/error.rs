@@ -43,6 +43,12 @@ pub enum LocalError {
         /// The operating-system error.
         source: std::io::Error,
     },
+    /// No `mesh.json` in the state directory: no `veil up` is running there.
+    #[error("no mesh is running: {} does not exist; start one with `veil up DIR`, or give the --state-dir (VEIL_STATE_DIR) it was started with", path.display())]
+    NoMesh {
+        /// The `mesh.json` looked for.
+        path: PathBuf,
+    },
     /// A journal line could not be parsed.
     #[error("{path}:{line}: unreadable journal entry: {message}; fix or remove the line, then run `veil down` again")]
     JournalEntry {

@@ -103,8 +103,7 @@ pub fn audit(
     pcap: Option<PathBuf>,
     output: &str,
 ) -> Result<ExitCode> {
-    let mesh = veil_local::up::MeshState::load(&state.state_dir)
-        .context("no running mesh found; start one with `veil up DIR`")?;
+    let mesh = veil_local::up::MeshState::load(&state.state_dir)?;
     let tmp;
     let pcap_path = match pcap {
         Some(p) => p,

@@ -148,8 +148,44 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
 }
+
+/// The error and its causes joined by `: `, leaving out a cause whose text
+/// the message before it already carries (most of Veil's errors name their
+/// cause in their own message, and `{:#}` would print it twice).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+
+    #[test]
+    fn a_cause_the_message_already_names_is_printed_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let named = anyhow::Error::new(io).context("cannot read x: No such file or directory; check it");
+        assert_eq!(error_chain(&named), "cannot read x: No such file or directory; check it");
+        // Control: a cause the context does not name is kept.
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory");
+        let unnamed = anyhow::Error::new(io).context("loading the mesh");
+        assert_eq!(error_chain(&unnamed), "loading the mesh: No such file or directory");
+        assert_eq!(format!("{unnamed:#}"), error_chain(&unnamed));
+    }
+}
+

@@ -85,7 +85,8 @@ pub fn down(state_dir: &Path) -> Result<usize, UpError> {
 /// The state of the running mesh.
 ///
 /// # Errors
-/// [`LocalError::Io`] when no mesh is running.
+/// [`LocalError::NoMesh`] when no mesh is running; [`LocalError::Io`] when its
+/// state cannot be read.
 pub fn status(state_dir: &Path) -> Result<MeshState, LocalError> {
     MeshState::load(state_dir)
 }

@@ -80,10 +80,14 @@ impl MeshState {
     /// Reads `<state_dir>/mesh.json`.
     ///
     /// # Errors
-    /// [`LocalError::Io`] when there is no running mesh (no file) or it is unreadable.
+    /// [`LocalError::NoMesh`] when there is no running mesh (no file);
+    /// [`LocalError::Io`] when it is unreadable.
     pub fn load(state_dir: &Path) -> Result<MeshState, LocalError> {
         let path = state_dir.join(MESH_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|e| LocalError::io("read", &path, e))?;
+        let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => LocalError::NoMesh { path: path.clone() },
+            _ => LocalError::io("read", &path, e),
+        })?;
         serde_json::from_str(&text).map_err(|e| {
             LocalError::io("parse", &path, std::io::Error::new(std::io::ErrorKind::InvalidData, e))
         })
@@ -167,4 +171,24 @@ impl MeshState {
 /// `<state_dir>/records`.
 pub fn records_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("records")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn no_mesh_file_says_no_mesh_runs_and_an_unreadable_one_says_why() {
+        let dir = std::env::temp_dir().join(format!("veil-state-test-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let missing = MeshState::load(&dir).expect_err("no mesh.json");
+        assert!(matches!(missing, LocalError::NoMesh { .. }), "{missing:?}");
+        assert!(missing.to_string().contains("veil up DIR"), "{missing}");
+        // Control: a mesh.json that exists but is not a mesh is an I/O (parse) error.
+        std::fs::write(dir.join(MESH_FILE), "not json").expect("write");
+        let garbled = MeshState::load(&dir).expect_err("garbled mesh.json");
+        assert!(matches!(garbled, LocalError::Io { action: "parse", .. }), "{garbled:?}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

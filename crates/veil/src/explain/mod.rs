@@ -8,7 +8,7 @@ mod describe;
 mod table;
 mod tls_check;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use clap::Subcommand;
 use serde::de::DeserializeOwned;
 use std::net::SocketAddr;
@@ -102,7 +102,7 @@ pub fn authn(cmd: AuthnCommand) -> Result<ExitCode> {
 
 /// The running mesh and its admin API address.
 fn mesh(state: &StateArgs) -> Result<(MeshState, SocketAddr)> {
-    let mesh = MeshState::load(&state.state_dir).context("no running mesh found; start one with `veil up DIR`")?;
+    let mesh = MeshState::load(&state.state_dir)?;
     let Some(addr) = mesh.admin else {
         bail!("the running mesh has no admin API address in its state; restart it with this version of `veil up`");
     };
