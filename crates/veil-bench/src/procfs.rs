@@ -110,7 +110,7 @@ pub fn usage(root: u32) -> Usage {
 /// 2-core machine to triple the proxies' p99 at 1000 rps (the `direct` path,
 /// with no proxy to sample, did not pay it). A sample reads only
 /// `/proc/<pid>/status` of the processes found then.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PeakRss {
     trees: Vec<Vec<u32>>,
     pub peak_kib: Vec<u64>,
