@@ -23,6 +23,7 @@ pub mod stats;
 pub mod targets;
 pub mod tcp;
 pub mod tunnel;
+pub mod wakeup;
 pub mod workloads;
 
 pub use error::BenchError;

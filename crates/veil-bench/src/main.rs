@@ -102,6 +102,13 @@ enum Cmd {
         #[arg(long, default_value_t = 3)]
         runs: u32,
     },
+    /// This machine's cost of a thread wake-up, across CPUs and on one CPU
+    /// (the floor under every proxy's per-message latency and CPU); prints JSON.
+    Wakeups {
+        /// Round trips per placement (each also capped at 2 s).
+        #[arg(long, default_value_t = 20_000)]
+        round_trips: u32,
+    },
 }
 
 fn runtime(threads: usize) -> Result<tokio::runtime::Runtime, BenchError> {
@@ -143,6 +150,7 @@ fn main_result(cli: Cli) -> Result<(), BenchError> {
         }
         Cmd::Probe { target, timeout_s } => runtime(1)?.block_on(veil_bench::load::probe(target, Duration::from_secs(timeout_s))),
         Cmd::ControlPlane { scale, runs } => print_json(&veil_bench::control_plane::measure(scale, runs)?),
+        Cmd::Wakeups { round_trips } => print_json(&veil_bench::wakeup::measure(round_trips, Duration::from_secs(2))),
     }
 }
 

@@ -267,6 +267,9 @@ pub fn run(opts: RunOptions) -> Result<Report, BenchError> {
     if !(1..=MAX_ROUNDS).contains(&opts.rounds) {
         return Err(BenchError::Usage(format!("--rounds {} is outside 1..={MAX_ROUNDS}", opts.rounds)));
     }
+    // Before any mesh runs, on a quiet machine: the floor under every proxy's
+    // fixed-rate figures (see wakeup.rs), printed with the machine's facts.
+    let wakeups = crate::wakeup::measure(settings.wakeup_round_trips, Duration::from_secs(2));
     let ctx = Ctx { opts, settings, work, bench_bin, certs };
     let mut rounds = Vec::new();
     for round in 0..ctx.opts.rounds {
@@ -300,6 +303,7 @@ pub fn run(opts: RunOptions) -> Result<Report, BenchError> {
         control_plane,
     };
     report.machine.insert("mode".into(), report.mode.clone());
+    report.machine.insert("wake-up round trip".into(), wakeups.describe());
     let missing = report::missing(&report);
     if !missing.is_empty() {
         println!("{}", report::markdown(&report));

@@ -34,6 +34,9 @@ pub struct Settings {
     /// sidecars give back the pages start-up touched after 1 s without a
     /// config change; the peers' RSS does not move).
     pub settle: Duration,
+    /// Round trips per placement when the run measures the machine's
+    /// wake-up cost (`wakeup.rs`; each placement is also capped at 2 s).
+    pub wakeup_round_trips: u32,
 }
 
 impl Settings {
@@ -54,6 +57,7 @@ impl Settings {
             idle_connections: 1000,
             pause: Duration::from_secs(1),
             settle: Duration::from_secs(2),
+            wakeup_round_trips: 20_000,
         }
     }
 
@@ -86,6 +90,7 @@ impl Settings {
             // Past a Veil sidecar's release of its start-up pages, so that idle RSS
             // is not read before it and the held connections' RSS after it.
             settle: Duration::from_millis(1500),
+            wakeup_round_trips: 1000,
             ..Settings::full()
         }
     }
