@@ -29,13 +29,13 @@ pub struct PingPong {
     pub cpu_per_wakeup_us: f64,
 }
 
-/// Both placements. `across_cpus` is `None` on a one-CPU machine or where
-/// the threads cannot be placed (affinity refused, e.g. by a cpuset).
+/// Both placements, on the first two CPUs this process may use. A placement
+/// is `None` where it cannot be made (one CPU only, or affinity refused).
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct WakeupCost {
-    /// The threads on CPUs 0 and 1.
+    /// The threads on two different CPUs.
     pub across_cpus: Option<PingPong>,
-    /// Both threads on CPU 0.
+    /// Both threads on one CPU.
     pub one_cpu: Option<PingPong>,
 }
 
@@ -57,10 +57,21 @@ impl WakeupCost {
 /// reports the round trips it made). Never fails: a placement that cannot
 /// be set up is `None`.
 pub fn measure(round_trips: u32, limit: Duration) -> WakeupCost {
-    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpus = allowed_cpus();
     WakeupCost {
-        across_cpus: if cpus >= 2 { ping_pong([0, 1], round_trips, limit) } else { None },
-        one_cpu: ping_pong([0, 0], round_trips, limit),
+        across_cpus: match cpus[..] {
+            [a, b, ..] => ping_pong([a, b], round_trips, limit),
+            _ => None,
+        },
+        one_cpu: cpus.first().and_then(|&a| ping_pong([a, a], round_trips, limit)),
+    }
+}
+
+/// The CPUs this process may run on, lowest first (a cpuset may leave out CPU 0).
+fn allowed_cpus() -> Vec<usize> {
+    match nix::sched::sched_getaffinity(Pid::from_raw(0)) {
+        Ok(set) => (0..CpuSet::count()).filter(|&c| set.is_set(c).unwrap_or(false)).collect(),
+        Err(_) => Vec::new(),
     }
 }
 
@@ -140,11 +151,11 @@ mod tests {
     #[test]
     fn every_round_trip_is_counted_and_costs_time() {
         let cost = measure(500, Duration::from_secs(5));
-        let one = cost.one_cpu.expect("CPU 0 exists and the test may pin to it");
+        let one = cost.one_cpu.expect("the test may pin to a CPU it is allowed");
         assert_eq!(one.round_trips, 500);
         assert!(one.round_trip_us > 0.0 && one.round_trip_us.is_finite());
         assert!(one.cpu_per_wakeup_us >= 0.0 && one.cpu_per_wakeup_us.is_finite());
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
+        if allowed_cpus().len() >= 2 {
             let across = cost.across_cpus.expect("two CPUs");
             assert_eq!(across.round_trips, 500);
             assert!(across.round_trip_us > 0.0);
@@ -155,13 +166,16 @@ mod tests {
     #[test]
     fn the_time_limit_ends_a_long_measurement() {
         let started = Instant::now();
-        let p = ping_pong([0, 0], u32::MAX, Duration::from_millis(50)).expect("CPU 0");
+        let cpu = allowed_cpus()[0];
+        let p = ping_pong([cpu, cpu], u32::MAX, Duration::from_millis(50)).expect("an allowed CPU");
         assert!(p.round_trips < u32::MAX);
         assert!(started.elapsed() < Duration::from_secs(5));
     }
 
     #[test]
     fn a_cpu_that_does_not_exist_is_not_measured() {
-        assert_eq!(ping_pong([0, 4095], 10, Duration::from_millis(200)), None);
+        let cpu = allowed_cpus()[0];
+        assert_eq!(ping_pong([cpu, 4095], 10, Duration::from_millis(200)), None);
+        assert_eq!(ping_pong([4095, cpu], 10, Duration::from_millis(200)), None);
     }
 }
