@@ -31,9 +31,14 @@ pub enum FlowClass {
     MeshMtls,
     /// Any other TLS.
     Tls,
-    /// Not TLS (including flows that carried no client bytes, and flows
-    /// joined mid-stream whose bytes are not TLS records).
+    /// Not TLS (including flows where only the server spoke, as MySQL's
+    /// greeting does, and flows joined mid-stream whose bytes are not TLS
+    /// records).
     Plaintext,
+    /// No payload captured in either direction (a refused or idle
+    /// connection, or one whose bytes fell outside the capture): nothing
+    /// crossed the wire to classify, and nothing was exposed.
+    NoPayload,
 }
 
 impl fmt::Display for FlowClass {
@@ -42,6 +47,7 @@ impl fmt::Display for FlowClass {
             FlowClass::MeshMtls => "mesh-mtls",
             FlowClass::Tls => "tls",
             FlowClass::Plaintext => "plaintext",
+            FlowClass::NoPayload => "no-payload",
         })
     }
 }
@@ -94,7 +100,7 @@ impl Flow {
     /// mid-stream.
     pub fn note(&self) -> Option<&'static str> {
         match (self.mid_stream, self.class) {
-            (false, _) => None,
+            (false, _) | (_, FlowClass::NoPayload) => None,
             (true, FlowClass::Plaintext) => Some("start not captured"),
             (true, _) => Some("handshake not captured"),
         }
@@ -144,6 +150,11 @@ fn to_flow(
         _ if mid_stream => (mid_stream_class(tracked, &joined), Vec::new(), None),
         Opening::TlsUnreadable => (FlowClass::Tls, Vec::new(), None),
         Opening::NotTls => (FlowClass::Plaintext, Vec::new(), None),
+    };
+    let class = if tracked.to_server.total == 0 && tracked.to_client.total == 0 {
+        FlowClass::NoPayload
+    } else {
+        class
     };
     let Joined {
         source_principal,

@@ -2,7 +2,8 @@
 //! ClientHello segment lost), written in the test as pcap files: TLS record
 //! framing on a connection the proxies recorded as mesh mTLS is `mesh-mtls`,
 //! without such a record `tls`, and plaintext stays `plaintext` (with its
-//! needle found by grep) even when a record claims mesh mTLS.
+//! needle found by grep) even when a record claims mesh mTLS. A flow that
+//! carried no payload either way is `no-payload`.
 
 use etherparse::PacketBuilder;
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
@@ -217,4 +218,35 @@ fn plaintext_joined_mid_stream_stays_plaintext_and_grep_finds_the_needle() {
         found.flows,
         vec![(SocketAddr::from(GATEWAY), SocketAddr::from(HTTPD))]
     );
+}
+
+#[test]
+fn a_flow_without_payload_is_no_payload_and_a_server_greeting_is_plaintext() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("idle.pcap");
+    // An idle kept connection the capture joined: acknowledgements only.
+    let idle = vec![
+        Seg(GATEWAY, HTTPD, 7_000, false, vec![]),
+        Seg(HTTPD, GATEWAY, 90_000, false, vec![]),
+    ];
+    write(&path, &idle);
+    let report = analyze(&path, &pods(), &[]).unwrap();
+    let table = report.table();
+    assert_eq!(report.flows.len(), 1, "{table}");
+    let flow = &report.flows[0];
+    assert_eq!(flow.class, FlowClass::NoPayload, "{table}");
+    assert_eq!(flow.note(), None, "{table}");
+    assert!(table.contains("no-payload"), "{table}");
+    assert!(report.unencrypted_pod_flows().is_empty(), "{table}");
+
+    // Control: a server that speaks first in the clear (MySQL's greeting)
+    // and a client that has not answered yet is plaintext, and counted.
+    let greeting = b"\x4a\x00\x00\x00\x0a10.11.6-MariaDB\x00".to_vec();
+    let mut first = vec![Seg(GATEWAY, HTTPD, 6_999, true, vec![])];
+    first.push(Seg(HTTPD, GATEWAY, 90_000, false, greeting));
+    write(&path, &first);
+    let report = analyze(&path, &pods(), &[]).unwrap();
+    let table = report.table();
+    assert_eq!(report.flows[0].class, FlowClass::Plaintext, "{table}");
+    assert_eq!(report.unencrypted_pod_flows().len(), 1, "{table}");
 }

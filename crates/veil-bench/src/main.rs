@@ -43,6 +43,10 @@ enum Cmd {
         /// the meshes; the report gives each figure's median and range.
         #[arg(long, default_value_t = 1)]
         rounds: u32,
+        /// What is special about this run (an A/B setting, another example),
+        /// printed under the report's heading and kept in its JSON.
+        #[arg(long)]
+        note: Option<String>,
     },
     /// The server pod's application: HTTP 1 KiB responses and TCP echo.
     Serve {
@@ -127,9 +131,9 @@ fn print_json<T: serde::Serialize>(v: &T) -> Result<(), BenchError> {
 
 fn main_result(cli: Cli) -> Result<(), BenchError> {
     match cli.command {
-        Cmd::Run { quick, smoke, veil, example, out, only, rounds } => {
+        Cmd::Run { quick, smoke, veil, example, out, only, rounds, note } => {
             let mode = if smoke { Mode::Smoke } else if quick { Mode::Quick } else { Mode::Full };
-            let report = veil_bench::run::run(RunOptions { mode, veil, example, out, only, rounds })?;
+            let report = veil_bench::run::run(RunOptions { mode, veil, example, out, only, rounds, note })?;
             println!("{}", veil_bench::report::markdown(&report));
             Ok(())
         }

@@ -48,22 +48,43 @@ pub struct Mesh {
 /// # Errors
 /// [`BenchError::Io`] when a file cannot be copied.
 pub fn prepare(src: &Path, dst: &Path, inject: bool, bench_bin: &Path) -> Result<(), BenchError> {
-    std::fs::create_dir_all(dst.join("bin")).map_err(|e| BenchError::io("create", dst, e))?;
-    for name in ["namespace.yaml", "mesh.yaml", "veil.local.yaml", "bin/server.sh"] {
-        let from = src.join(name);
-        let to = dst.join(name);
-        let mut text = std::fs::read_to_string(&from).map_err(|e| BenchError::io("read", &from, e))?;
-        if !inject && name == "namespace.yaml" {
-            text = text.replace("istio-injection: enabled", "istio-injection: disabled");
-        }
-        std::fs::write(&to, text).map_err(|e| BenchError::io("write", &to, e))?;
-    }
+    copy_tree(src, dst, inject, 0)?;
     use std::os::unix::fs::PermissionsExt;
     let script = dst.join("bin/server.sh");
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755))
         .map_err(|e| BenchError::io("chmod", &script, e))?;
     let to = dst.join("bin/veil-bench");
     std::fs::copy(bench_bin, &to).map_err(|e| BenchError::io("copy", bench_bin, e))?;
+    Ok(())
+}
+
+/// Deepest directory `copy_tree` follows (`veil up` reads YAML recursively).
+const MAX_DEPTH: usize = 8;
+
+/// Copies every file of the example, so that a resource in any YAML file
+/// `veil up` would read is in the copy too; without `inject`, a
+/// namespace's `istio-injection: enabled` becomes `disabled`.
+fn copy_tree(src: &Path, dst: &Path, inject: bool, depth: usize) -> Result<(), BenchError> {
+    if depth > MAX_DEPTH {
+        return Err(BenchError::io("copy", src, std::io::Error::other("directories nested too deep; check for a symlink loop")));
+    }
+    std::fs::create_dir_all(dst).map_err(|e| BenchError::io("create", dst, e))?;
+    for entry in std::fs::read_dir(src).map_err(|e| BenchError::io("read", src, e))? {
+        let from = entry.map_err(|e| BenchError::io("read", src, e))?.path();
+        let Some(name) = from.file_name() else { continue };
+        let to = dst.join(name);
+        if from.is_dir() {
+            copy_tree(&from, &to, inject, depth + 1)?;
+        } else if from.extension().is_some_and(|x| x == "yaml" || x == "yml") {
+            let mut text = std::fs::read_to_string(&from).map_err(|e| BenchError::io("read", &from, e))?;
+            if !inject {
+                text = text.replace("istio-injection: enabled", "istio-injection: disabled");
+            }
+            std::fs::write(&to, text).map_err(|e| BenchError::io("write", &to, e))?;
+        } else {
+            std::fs::copy(&from, &to).map_err(|e| BenchError::io("copy", &from, e))?;
+        }
+    }
     Ok(())
 }
 
@@ -194,5 +215,31 @@ impl Drop for Starting {
 impl Drop for Mesh {
     fn drop(&mut self) {
         stop(&mut self.child, &self.veil, &self.state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_yaml_file_of_the_example_is_copied_and_injection_follows_the_path() {
+        let src = tempfile::tempdir().expect("tempdir");
+        let bench_bin = src.path().join("fake-bench");
+        std::fs::write(&bench_bin, "x").expect("write");
+        std::fs::create_dir_all(src.path().join("bin")).expect("mkdir");
+        std::fs::create_dir_all(src.path().join("extra")).expect("mkdir");
+        std::fs::write(src.path().join("bin/server.sh"), "#!/bin/sh\n").expect("write");
+        std::fs::write(src.path().join("namespace.yaml"), "labels:\n  istio-injection: enabled\n").expect("write");
+        std::fs::write(src.path().join("mesh.yaml"), "kind: PeerAuthentication\n").expect("write");
+        std::fs::write(src.path().join("extra/rule.yml"), "kind: DestinationRule\n").expect("write");
+        for (inject, label) in [(true, "enabled"), (false, "disabled")] {
+            let dst = tempfile::tempdir().expect("tempdir");
+            prepare(src.path(), dst.path(), inject, &bench_bin).expect("prepare");
+            let ns = std::fs::read_to_string(dst.path().join("namespace.yaml")).expect("namespace");
+            assert!(ns.contains(&format!("istio-injection: {label}")), "{ns}");
+            assert_eq!(std::fs::read_to_string(dst.path().join("extra/rule.yml")).expect("copied"), "kind: DestinationRule\n");
+            assert!(dst.path().join("mesh.yaml").is_file() && dst.path().join("bin/veil-bench").is_file());
+        }
     }
 }

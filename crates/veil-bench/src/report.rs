@@ -17,6 +17,10 @@ pub struct Report {
     pub date: String,
     /// `full`, `quick` or `smoke`.
     pub mode: String,
+    /// What is special about this run (`--note`, e.g. an A/B setting), printed
+    /// under its heading; `None` for a run with the default settings.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
     pub machine: BTreeMap<String, String>,
     /// Workload sizes, as text.
     pub workloads: Vec<String>,
@@ -114,7 +118,11 @@ pub fn num(v: f64) -> String {
 pub fn markdown(r: &Report) -> String {
     let mut m = String::new();
     let machine: Vec<String> = r.machine.iter().map(|(k, v)| format!("{k}: {v}")).collect();
-    let _ = writeln!(m, "## Benchmark {} ({} run)\n\n{}\n", r.date, r.mode, machine.join("; "));
+    let _ = writeln!(m, "## Benchmark {} ({} run)\n", r.date, r.mode);
+    if let Some(note) = &r.note {
+        let _ = writeln!(m, "{note}\n");
+    }
+    let _ = writeln!(m, "{}\n", machine.join("; "));
     let _ = writeln!(m, "Workloads: {}\n", r.workloads.join("; "));
     let values = Values::new(&r.rounds);
     let paths = values.paths();
@@ -245,6 +253,7 @@ mod tests {
         let report = Report {
             date: "2026-01-01 00:00".into(),
             mode: "smoke".into(),
+            note: Some("A/B run: something set".into()),
             machine: BTreeMap::new(),
             workloads: Vec::new(),
             ratios: ratios(&Values::new(std::slice::from_ref(&paths))),
@@ -259,6 +268,7 @@ mod tests {
         let md = markdown(&report);
         assert!(md.contains("| New connections per second (conn/s) | 1000 | 500.0 (0.500×) |"), "{md}");
         assert!(md.contains("missing"));
+        assert!(md.starts_with("## Benchmark 2026-01-01 00:00 (smoke run)\n\nA/B run: something set\n"), "{md}");
         assert!(report.targets.iter().any(|t| t.what.contains("ztunnel") && t.met.is_none()));
     }
 
@@ -273,6 +283,7 @@ mod tests {
         let report = Report {
             date: "2026-01-01 00:00".into(),
             mode: "quick".into(),
+            note: None,
             machine: BTreeMap::new(),
             workloads: Vec::new(),
             ratios: ratios(&values),
@@ -288,6 +299,7 @@ mod tests {
         let md = markdown(&report);
         assert!(md.contains("| 500.0 (0.500×) [300.0–600.0] |"), "{md}");
         assert!(md.contains("median of 3 rounds"), "{md}");
+        assert!(!md.contains("A/B"), "no note, no note line: {md}");
         assert!(missing(&report).iter().any(|m| m.starts_with("round 2: veil: HTTP")), "missing figures name their round");
     }
 }

@@ -52,6 +52,8 @@ pub struct RunOptions {
     pub only: Vec<String>,
     /// How many times every path is measured (the report gives medians).
     pub rounds: u32,
+    /// What is special about this run, printed under the report's heading.
+    pub note: Option<String>,
 }
 
 /// Most rounds `--rounds` accepts.
@@ -288,6 +290,7 @@ pub fn run(opts: RunOptions) -> Result<Report, BenchError> {
     let mut report = Report {
         date: date(),
         mode: ctx.opts.mode.name().into(),
+        note: ctx.opts.note.clone(),
         machine: machine(),
         workloads: vec![
             format!("HTTP/1.1 GET 1 KiB at {} rps over {} connections for {} s (open loop)", s.http_rate, s.http_connections, s.http_duration.as_secs_f64()),
