@@ -44,7 +44,13 @@ fn ratio(values: &Values, key: &str, other: Option<&str>, factor: f64, at_least:
             let r = v / o;
             target(what, format!("veil {} vs {name} {} = {}×", num(v), num(o), num(r)), Some(if at_least { r >= factor } else { r <= factor }))
         }
-        _ => target(what, format!("veil {}, {} missing", v.map_or("missing".into(), num), other.unwrap_or("peer")), None),
+        (v, o, other) => {
+            let peer = match (o, other) {
+                (Some(o), Some(name)) => format!("{name} {}", num(o)),
+                _ => format!("{} missing", other.unwrap_or("peer")),
+            };
+            target(what, format!("veil {}, {peer}", v.map_or("missing".into(), num)), None)
+        }
     }
 }
 
@@ -79,4 +85,22 @@ pub fn check(values: &Values, rate: u32, external: Option<&str>, cp: Option<&Con
         None => t.push(target("control plane", "missing".into(), None)),
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::{PathKind, PathResult};
+
+    #[test]
+    fn a_missing_figure_names_only_the_path_that_lacks_it() {
+        let mut direct = PathResult::new("direct", PathKind::Direct);
+        direct.iperf_gbps = Some(17.0);
+        let veil = PathResult::new("veil", PathKind::Veil);
+        let values = Values::new(&[vec![direct, veil]]);
+        let t = ratio(&values, "iperf_gbps", Some("direct"), 0.5, true, "bulk");
+        assert_eq!((t.measured.as_str(), t.met), ("veil missing, direct 17.00", None));
+        let t = ratio(&values, "iperf_gbps", Some("ztunnel"), 1.5, true, "bulk");
+        assert_eq!(t.measured, "veil missing, ztunnel missing");
+    }
 }
