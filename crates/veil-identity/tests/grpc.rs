@@ -170,15 +170,24 @@ async fn rotation_delivers_a_new_certificate_at_half_life() {
     .await
     .unwrap();
     let first_leaf = first.chain[0].clone();
+    // X.509 times are whole seconds: the certificate's lifetime starts up to
+    // 1 s before the request, so half-life is measured from `notAfter - ttl`.
+    let start = first.not_after - ttl;
     let mut rx = spawn_rotation(cfg, id("reviews"), first, ttl);
-    let started = tokio::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(8), rx.changed())
         .await
         .expect("renewed within 8 s")
         .unwrap();
+    let renewed_at = std::time::SystemTime::now();
+    let half = ttl / 2;
+    // Jitter is 0.9..1.1 of half-life; 20 ms for the clocks, 1 s for the request.
+    let earliest = start + half.mul_f64(0.9) - Duration::from_millis(20);
+    let latest = start + half.mul_f64(1.1) + Duration::from_secs(1);
     assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "not renewed before ~half-life"
+        renewed_at >= earliest && renewed_at <= latest,
+        "renewed {:?} after the lifetime's start, not at half-life ({:?} ± 10 %)",
+        renewed_at.duration_since(start).unwrap_or_default(),
+        half
     );
     let current = rx.borrow().clone();
     assert_eq!(current.spiffe_id, id("reviews"));
