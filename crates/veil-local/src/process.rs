@@ -184,23 +184,48 @@ fn wait_group_exit(pid: i32, pgid: i32, bound: Duration) -> bool {
     let deadline = Instant::now() + bound;
     let max_polls = bound.as_millis() / POLL.as_millis() + 1;
     for _ in 0..max_polls {
-        reap(pid);
         if group_members(pgid).is_empty() {
+            // Reaped after the check: a member that exited between an earlier reap
+            // and the check is a zombie, not a member, and would be left to init.
+            reap_exited(pid);
             return true;
         }
+        reap(pid);
         if Instant::now() >= deadline {
             break;
         }
         std::thread::sleep(POLL);
     }
-    reap(pid);
-    group_members(pgid).is_empty()
+    let gone = group_members(pgid).is_empty();
+    if gone {
+        reap_exited(pid);
+    }
+    gone
 }
 
 /// Collects the exit status of `pid` if it is our child; harmless otherwise.
 fn reap(pid: i32) {
     let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
 }
+
+/// Reaps `pid`, which has exited or is exiting: a multi-threaded process's leader shows
+/// as a zombie before its other threads are gone and cannot be reaped until then, so
+/// this retries for up to [`REAP_BOUND`]. Harmless for a pid that is not our child.
+fn reap_exited(pid: i32) {
+    let deadline = Instant::now() + REAP_BOUND;
+    for _ in 0..(REAP_BOUND.as_millis() / REAP_POLL.as_millis() + 1) {
+        match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+            Ok(nix::sys::wait::WaitStatus::StillAlive) if Instant::now() < deadline => {
+                std::thread::sleep(REAP_POLL)
+            }
+            _ => return,
+        }
+    }
+}
+
+/// How long [`reap_exited`] waits for an exiting process's last threads.
+const REAP_BOUND: Duration = Duration::from_secs(1);
+const REAP_POLL: Duration = Duration::from_millis(5);
 
 /// Fields of `/proc/<pid>/stat` after the command name: (state, pgrp, starttime).
 fn proc_stat(pid: i32) -> Option<(char, i32, u64)> {
@@ -271,6 +296,8 @@ pub(crate) fn kill_netns_pids(netns: &str, grace: Duration) -> Result<usize, Loc
             std::thread::sleep(POLL);
         }
     }
+    // Those that exited after the last reap (zombies are not "running").
+    pids.iter().filter(|p| !is_running(**p)).for_each(|p| reap_exited(*p));
     Ok(pids.len())
 }
 
@@ -363,4 +390,64 @@ pub fn wait_tcp_ready(
 /// `/run/netns/<name>`, where `ip netns add` pins a namespace.
 pub(crate) fn netns_path(name: &str) -> PathBuf {
     Path::new("/run/netns").join(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::process::CommandExt;
+
+    /// Whether `pid` still has a `/proc` entry (a zombie has one until reaped).
+    fn exists(pid: i32) -> bool {
+        std::path::Path::new(&format!("/proc/{pid}")).exists()
+    }
+
+    #[test]
+    #[allow(clippy::zombie_processes)] // reaping them is what the test checks
+    fn a_stopped_child_is_reaped_not_left_a_zombie() {
+        for _ in 0..20 {
+            let child = Command::new("sleep").arg("30").process_group(0).spawn().expect("sleep");
+            let pid = pid_i32(child.id());
+            assert!(is_running(pid));
+            assert!(stop(pid, Duration::from_secs(2)).expect("stop"), "it was running");
+            assert!(!exists(pid), "pid {pid} left as a zombie after stop");
+            // Control: a child that exits and is not waited for stays a zombie.
+            let unreaped = Command::new("true").process_group(0).spawn().expect("true");
+            let upid = pid_i32(unreaped.id());
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(exists(upid) && !is_running(upid), "an unreaped exited child is a zombie");
+            reap(upid);
+            assert!(!exists(upid));
+        }
+    }
+
+    #[test]
+    #[allow(clippy::zombie_processes)] // reaping it is what the test checks
+    fn a_stopped_multi_threaded_child_is_reaped() {
+        // This test binary running only `threaded_sleeper`: threads that outlive the
+        // main thread's exit by a little, as a proxy's do.
+        let exe = std::env::current_exe().expect("test binary");
+        for _ in 0..5 {
+            let child = Command::new(&exe)
+                .args(["--ignored", "--exact", "process::tests::threaded_sleeper", "--test-threads=1"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .process_group(0)
+                .spawn()
+                .expect("test binary");
+            let pid = pid_i32(child.id());
+            std::thread::sleep(Duration::from_millis(300));
+            assert!(stop(pid, Duration::from_secs(2)).expect("stop"), "it was running");
+            assert!(!exists(pid), "pid {pid} left as a zombie after stop");
+        }
+    }
+
+    #[test]
+    #[ignore = "started as a child by a_stopped_multi_threaded_child_is_reaped"]
+    fn threaded_sleeper() {
+        let threads: Vec<_> = (0..8).map(|_| std::thread::spawn(|| std::thread::sleep(Duration::from_secs(30)))).collect();
+        for t in threads {
+            let _ = t.join();
+        }
+    }
 }
