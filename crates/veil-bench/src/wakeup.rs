@@ -109,29 +109,25 @@ fn ping_pong(cpus: [usize; 2], round_trips: u32, limit: Duration) -> Option<Ping
     // A peer that never answers must not hang the run.
     a.set_read_timeout(Some(limit)).ok()?;
     let echo = std::thread::spawn(move || echo(b, cpus[1]));
-    let result = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                if !pin(cpus[0]) {
-                    return None;
-                }
-                let cpu0 = thread_cpu_us()?;
-                let start = Instant::now();
-                let mut done = 0u32;
-                let mut b = [7u8; 1];
-                while done < round_trips && start.elapsed() < limit {
-                    if a.write_all(&b).is_err() || !matches!(a.read(&mut b), Ok(1)) {
-                        return None;
-                    }
-                    done += 1;
-                }
-                Some((done, start.elapsed(), thread_cpu_us()? - cpu0))
-            })
-            .join()
-            .ok()
-            .flatten()
+    // The pinging side, on its own thread so that pinning it leaves the caller's
+    // affinity alone; `a` is dropped when it returns, which ends the echo.
+    let ping = std::thread::spawn(move || {
+        if !pin(cpus[0]) {
+            return None;
+        }
+        let cpu0 = thread_cpu_us()?;
+        let start = Instant::now();
+        let mut done = 0u32;
+        let mut byte = [7u8; 1];
+        while done < round_trips && start.elapsed() < limit {
+            if a.write_all(&byte).is_err() || !matches!(a.read(&mut byte), Ok(1)) {
+                return None;
+            }
+            done += 1;
+        }
+        Some((done, start.elapsed(), thread_cpu_us()? - cpu0))
     });
-    drop(a);
+    let result = ping.join().ok().flatten();
     let echo_cpu = echo.join().ok().flatten()?;
     let (done, wall, cpu) = result?;
     if done == 0 {

@@ -162,7 +162,7 @@ pub(crate) fn stop_group(
         }
     }
     if group_members(pgid).is_empty() {
-        reap(pid);
+        reap_exited(pid);
         return Ok(false);
     }
     for (signal, bound) in [
@@ -190,7 +190,6 @@ fn wait_group_exit(pid: i32, pgid: i32, bound: Duration) -> bool {
             reap_exited(pid);
             return true;
         }
-        reap(pid);
         if Instant::now() >= deadline {
             break;
         }
@@ -201,11 +200,6 @@ fn wait_group_exit(pid: i32, pgid: i32, bound: Duration) -> bool {
         reap_exited(pid);
     }
     gone
-}
-
-/// Collects the exit status of `pid` if it is our child; harmless otherwise.
-fn reap(pid: i32) {
-    let _ = waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG));
 }
 
 /// Reaps `pid`, which has exited or is exiting: a multi-threaded process's leader shows
@@ -289,14 +283,13 @@ pub(crate) fn kill_netns_pids(netns: &str, grace: Duration) -> Result<usize, Loc
         }
         let deadline = Instant::now() + bound;
         for _ in 0..(bound.as_millis() / POLL.as_millis() + 1) {
-            pids.iter().for_each(|p| reap(*p));
             if !pids.iter().any(|p| is_running(*p)) || Instant::now() >= deadline {
                 break;
             }
             std::thread::sleep(POLL);
         }
     }
-    // Those that exited after the last reap (zombies are not "running").
+    // Our children among them (zombies are not "running"); others are not ours to reap.
     pids.iter().filter(|p| !is_running(**p)).for_each(|p| reap_exited(*p));
     Ok(pids.len())
 }
@@ -416,7 +409,7 @@ mod tests {
             let upid = pid_i32(unreaped.id());
             std::thread::sleep(Duration::from_millis(100));
             assert!(exists(upid) && !is_running(upid), "an unreaped exited child is a zombie");
-            reap(upid);
+            reap_exited(upid);
             assert!(!exists(upid));
         }
     }
